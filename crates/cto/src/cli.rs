@@ -1,0 +1,209 @@
+//! The command line, as clap sees it. Raw values only: every check beyond "is this a number"
+//! happens once, in `installer::spec`, so that a bad flag gets the same message everywhere.
+//!
+//! Flags of `install` that have defaults are `Option`s here on purpose: `--resume` must tell a
+//! flag the user typed (and which must agree with the checkpoint) from one they left out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turns rented bare metal into a production Kubernetes platform.
+#[derive(Debug, Parser)]
+#[command(name = "cto", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Order servers, boot Talos and build the cluster (resumable with --resume).
+    Install(Box<InstallArgs>),
+    /// Show where an install stands, from its checkpoint.
+    Status(StatusArgs),
+    /// Delete every server of a cluster, found by checkpoint and by hostname.
+    Destroy(DestroyArgs),
+    /// Rank the sites that can host a cluster, by stock and price.
+    Regions(RegionsArgs),
+    /// Run the built-in lab: a local Latitude-compatible API with Talos nodes.
+    Lab {
+        /// What the lab should do.
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Human-readable progress.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How to reach the provider.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
+    /// Latitude project id (proj_...) or slug.
+    #[arg(long, env = "LATITUDE_PROJECT_ID")]
+    pub project: Option<String>,
+    /// Latitude API base URL.
+    #[arg(long, env = "LATITUDE_API_URL")]
+    pub api_url: Option<String>,
+    /// Use the built-in lab instead of Latitude (nothing is billed). The lab's world lives under
+    /// the state directory.
+    #[arg(long)]
+    pub lab: bool,
+}
+
+/// `cto install`.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Cluster name: prefix of every hostname (`<name>-cp-1`, `<name>-worker-1`).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// Pin the site (e.g. MIA2). Conflicts with --auto-region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Pick the best in-stock site (the default when --region is absent).
+    #[arg(long)]
+    pub auto_region: bool,
+    /// Preferred sites for --auto-region, best first [default: MIA2,DAL,ASH,LAX].
+    #[arg(long)]
+    pub fallback_regions: Option<String>,
+    /// Total nodes: control planes plus workers (--nodes 2 is one control plane, one worker)
+    /// [default: 3].
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Control-plane nodes, 1 or 3 [default: 1].
+    #[arg(long)]
+    pub control_planes: Option<u32>,
+    /// Control-plane plan [default: c2-small-x86].
+    #[arg(long)]
+    pub cp_plan: Option<String>,
+    /// Worker plan [default: the control-plane plan].
+    #[arg(long)]
+    pub worker_plan: Option<String>,
+    /// Disk for Mayastor pools (e.g. /dev/nvme1n1) [default: discovered per node].
+    #[arg(long)]
+    pub storage_disk: Option<String>,
+    /// Mayastor replicas per volume, 1-3 [default: 2, or fewer when fewer nodes carry storage].
+    #[arg(long)]
+    pub storage_replicas: Option<u32>,
+    /// Talos version [default: a current v1.11 release].
+    #[arg(long)]
+    pub talos_version: Option<String>,
+    /// Minutes to wait for GitOps sync [default: 30].
+    #[arg(long)]
+    pub sync_timeout: Option<u32>,
+    /// Platform profile: minimal, standard or full [default: standard].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Image Factory base URL [default: https://factory.talos.dev].
+    #[arg(long)]
+    pub image_factory_url: Option<String>,
+    /// State directory [default: $XDG_STATE_HOME/cto/<cluster-name>].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Continue the install recorded in the state directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this step (kebab-case such as waiting-talos-maintenance, or the step name).
+    #[arg(long, value_name = "STEP")]
+    pub stop_after: Option<String>,
+    /// Print the plan (site and why, servers, cost) and order nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Approve ordering servers without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Provider connection.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// `cto status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Cluster name (locates the default state directory).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// State directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `cto destroy`.
+#[derive(Debug, Clone, Args)]
+pub struct DestroyArgs {
+    /// Cluster name: servers named `<name>-cp-N` / `<name>-worker-N` are found even without a
+    /// checkpoint.
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// State directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Delete without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Provider connection.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// `cto regions`.
+#[derive(Debug, Clone, Args)]
+pub struct RegionsArgs {
+    /// Plan to place.
+    #[arg(long)]
+    pub plan: String,
+    /// How many servers of it.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// Preferred sites, best first.
+    #[arg(long, default_value = "MIA2,DAL,ASH,LAX")]
+    pub fallback_regions: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Provider connection.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// `cto lab ...`.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Serve the lab until interrupted; prints LATITUDE_API_URL=... when ready.
+    Serve {
+        /// Address for the Latitude-compatible API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory holding the lab's world (created if missing).
+        #[arg(long)]
+        state: PathBuf,
+        /// Lab configuration (JSON; see docs/lab.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,396 @@
+//! `cto install`: resolve flags into a spec (or check them against the checkpoint on
+//! `--resume`), open the state directory, run the orchestrator, and turn the outcome into an
+//! exit code and the command that continues.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use installer::checkpoint::CheckpointStore;
+use installer::events::{AlwaysApprove, Approver};
+use installer::spec::InstallRequest;
+use installer::{ClusterSpec, InstallError, Orchestrator, RunOptions, RunOutcome, Step};
+use serde_json::json;
+
+use crate::cli::{InstallArgs, Output};
+use crate::context;
+use crate::exit::{self, Failure};
+use crate::output;
+
+/// Default total nodes.
+const DEFAULT_NODES: u32 = 3;
+/// Default control planes.
+const DEFAULT_CONTROL_PLANES: u32 = 1;
+/// Default `--sync-timeout`, minutes.
+const DEFAULT_SYNC_TIMEOUT: u32 = 30;
+/// Cluster name used by `--lab` when none is given.
+const LAB_CLUSTER_NAME: &str = "lab";
+
+/// Overlays the flags the user typed onto `base`.
+fn overlay(base: &mut InstallRequest, args: &InstallArgs) {
+    if let Some(v) = &args.cluster_name {
+        base.cluster_name = v.clone();
+    }
+    if let Some(v) = &args.region {
+        base.region = Some(v.clone());
+        base.auto_region = false;
+        base.fallback_regions = None;
+    }
+    if args.auto_region {
+        base.auto_region = true;
+        if args.region.is_none() {
+            base.region = None;
+        }
+    }
+    if let Some(v) = &args.fallback_regions {
+        base.fallback_regions = Some(v.clone());
+    }
+    if let Some(v) = args.nodes {
+        base.nodes = v;
+    }
+    if let Some(v) = args.control_planes {
+        base.control_planes = v;
+    }
+    if let Some(v) = &args.cp_plan {
+        base.cp_plan = Some(v.clone());
+    }
+    if let Some(v) = &args.worker_plan {
+        base.worker_plan = Some(v.clone());
+    }
+    if let Some(v) = &args.storage_disk {
+        base.storage_disk = Some(v.clone());
+    }
+    if let Some(v) = args.storage_replicas {
+        base.storage_replicas = Some(v);
+    }
+    if let Some(v) = &args.talos_version {
+        base.talos_version = Some(v.clone());
+    }
+    if let Some(v) = args.sync_timeout {
+        base.sync_timeout_minutes = v;
+    }
+    if let Some(v) = &args.profile {
+        base.profile = Some(v.clone());
+    }
+    if let Some(v) = &args.provider.project {
+        base.project = Some(v.clone());
+    }
+    if let Some(v) = &args.provider.api_url {
+        base.api_url = v.clone();
+    }
+    if let Some(v) = &args.image_factory_url {
+        base.image_factory_url = Some(v.clone());
+    }
+    if args.provider.lab {
+        base.lab = true;
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::new(exit::USAGE, e.to_string())
+}
+
+/// The spec of a new install from flags and defaults.
+fn fresh_spec(args: &InstallArgs) -> Result<ClusterSpec, Failure> {
+    let lab = args.provider.lab;
+    let mut request = InstallRequest {
+        cluster_name: if lab {
+            LAB_CLUSTER_NAME.to_owned()
+        } else {
+            String::new()
+        },
+        nodes: DEFAULT_NODES,
+        control_planes: DEFAULT_CONTROL_PLANES,
+        sync_timeout_minutes: DEFAULT_SYNC_TIMEOUT,
+        api_url: context::DEFAULT_API_URL.to_owned(),
+        ..Default::default()
+    };
+    overlay(&mut request, args);
+    if request.cluster_name.is_empty() {
+        return Err(usage(
+            "--cluster-name is required (it names every server: <name>-cp-1, <name>-worker-1)",
+        ));
+    }
+    if lab {
+        // The lab's project and URL are its own; they are not the user's to choose.
+        request.project = Some(lab::LAB_PROJECT_ID.to_owned());
+        request.api_url = "http://127.0.0.1".to_owned();
+    }
+    request.validate().map_err(usage)
+}
+
+/// The spec of a resumed install: the checkpoint's, with the typed flags checked against it.
+fn resumed_spec(args: &InstallArgs, stored: &ClusterSpec) -> Result<ClusterSpec, Failure> {
+    let mut request = InstallRequest::from_spec(stored);
+    overlay(&mut request, args);
+    if stored.lab {
+        request.project = Some(stored.project.clone());
+        request.api_url = stored.api_url.clone();
+    }
+    let requested = request.validate().map_err(usage)?;
+    let diff = stored.diff(&requested);
+    if diff.is_empty() {
+        return Ok(requested);
+    }
+    let lines: Vec<String> = diff.iter().map(|d| format!("  {d}")).collect();
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "--resume was given flags that contradict the checkpoint:\n{}\nDrop those flags to continue the install as it was started, or `cto destroy` and install anew.",
+            lines.join("\n")
+        ),
+    ))
+}
+
+fn resume_command(state_dir: &Path) -> String {
+    format!(
+        "cto install --resume --state-dir {}",
+        shell_quote(state_dir)
+    )
+}
+
+fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn parse_stop_after(args: &InstallArgs) -> Result<Option<Step>, Failure> {
+    args.stop_after
+        .as_deref()
+        .map(|s| {
+            s.parse::<Step>()
+                .map_err(|e| usage(format!("invalid --stop-after: {e}")))
+        })
+        .transpose()
+}
+
+/// Runs `cto install`.
+pub async fn run(args: InstallArgs) -> Result<(), Failure> {
+    let stop_after = parse_stop_after(&args)?;
+    let (state_dir, store, resumed) = if args.resume {
+        let dir = match (&args.state_dir, &args.cluster_name) {
+            (Some(d), _) => d.clone(),
+            (None, Some(name)) => context::default_state_dir(name)?,
+            (None, None) if args.provider.lab => context::default_state_dir(LAB_CLUSTER_NAME)?,
+            (None, None) => {
+                return Err(usage(
+                    "--resume needs --state-dir or --cluster-name to find the checkpoint",
+                ));
+            }
+        };
+        let store = CheckpointStore::resume(&dir)
+            .map_err(|e| install_failure(InstallError::from(e), &dir))?;
+        resumed_spec(&args, &store.checkpoint().spec)?;
+        (dir, store, true)
+    } else {
+        let spec = fresh_spec(&args)?;
+        let dir: PathBuf = match &args.state_dir {
+            Some(d) => d.clone(),
+            None => context::default_state_dir(&spec.cluster_name)?,
+        };
+        if args.dry_run {
+            return dry_run(&args, &spec, &dir).await;
+        }
+        let store = CheckpointStore::create(&dir, spec)
+            .map_err(|e| install_failure(InstallError::from(e), &dir))?;
+        (dir, store, false)
+    };
+    crate::logging::to_state_dir(&state_dir);
+
+    let spec = store.checkpoint().spec.clone();
+    if store.checkpoint().next_step().is_none() {
+        finished(args.output, &state_dir, RunOutcome::Completed);
+        return Ok(());
+    }
+
+    let mut provider_args = args.provider.clone();
+    provider_args.lab = spec.lab;
+    let connection = context::connect(&provider_args, &state_dir, Some(&spec.project)).await?;
+    let (reporter, multi) = output::reporter(args.output);
+    let approver: Arc<dyn Approver> = if args.yes || spec.lab {
+        Arc::new(AlwaysApprove)
+    } else {
+        Arc::new(output::PromptApprover { multi })
+    };
+    let mut orchestrator = Orchestrator::new(
+        Arc::new(connection.provider.clone()),
+        store,
+        reporter,
+        approver,
+        RunOptions {
+            stop_after,
+            timings: Default::default(),
+        },
+    );
+
+    let outcome = tokio::select! {
+        result = orchestrator.run(resumed) => Some(result),
+        () = interrupted() => None,
+    };
+    let result = match outcome {
+        Some(Ok(done)) => {
+            finished(args.output, &state_dir, done);
+            Ok(())
+        }
+        Some(Err(err)) => Err(install_failure(err, &state_dir)),
+        None => {
+            let step = orchestrator.record_interruption().ok().flatten();
+            let during = step.map_or(String::new(), |s| {
+                format!(" during [{}/22] {s}", s.number())
+            });
+            tracing::warn!(?step, "interrupted");
+            Err(Failure::new(
+                exit::INTERRUPTED,
+                format!("interrupted{during}; the checkpoint is saved"),
+            )
+            .with_next(resume_command(&state_dir)))
+        }
+    };
+    drop(orchestrator);
+    connection.close().await;
+    result
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn install_failure(err: InstallError, state_dir: &Path) -> Failure {
+    tracing::error!(error = %err, "install stopped");
+    let code = exit::for_class(err.class());
+    let failure = Failure::new(code, err.to_string());
+    match code {
+        exit::STEP_FAILED => failure.with_next(resume_command(state_dir)),
+        _ => failure,
+    }
+}
+
+fn finished(output: Output, state_dir: &Path, outcome: RunOutcome) {
+    let (kind, step) = match outcome {
+        RunOutcome::Completed => ("completed", Step::Complete),
+        RunOutcome::StoppedAfter(step) => ("stopped_after", step),
+    };
+    match output {
+        Output::Json => output::emit_json(&json!({
+            "event": "finished",
+            "outcome": kind,
+            "step": step,
+            "state_dir": state_dir.display().to_string(),
+            "next": (kind == "stopped_after").then(|| resume_command(state_dir)),
+        })),
+        Output::Text => match outcome {
+            RunOutcome::Completed => println!("Install complete. State in {}", state_dir.display()),
+            RunOutcome::StoppedAfter(step) => println!(
+                "Stopped after [{}/22] {step}. Continue with: {}",
+                step.number(),
+                resume_command(state_dir)
+            ),
+        },
+    }
+}
+
+/// `--dry-run`: step 1 against the provider, without a checkpoint, printing the plan.
+async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Result<(), Failure> {
+    let scratch = tempdir_for_dry_run(state_dir)?;
+    let store = CheckpointStore::create(scratch.path(), spec.clone())
+        .map_err(|e| install_failure(InstallError::from(e), scratch.path()))?;
+    let lab_dir = if spec.lab {
+        scratch.path().to_owned()
+    } else {
+        state_dir.to_owned()
+    };
+    let connection = context::connect(&args.provider, &lab_dir, Some(&spec.project)).await?;
+    let (reporter, _) = output::reporter(args.output);
+    let mut orchestrator = Orchestrator::new(
+        Arc::new(connection.provider.clone()),
+        store,
+        reporter,
+        Arc::new(AlwaysApprove),
+        RunOptions {
+            stop_after: Some(Step::ValidatingPrerequisites),
+            timings: Default::default(),
+        },
+    );
+    let result = orchestrator.run(false).await;
+    let plan = orchestrator.store().checkpoint().clone();
+    drop(orchestrator);
+    connection.close().await;
+    result.map_err(|e| install_failure(e, state_dir))?;
+    let servers: Vec<_> = plan
+        .servers
+        .iter()
+        .map(|s| json!({"hostname": s.hostname, "role": s.role, "plan": s.plan, "site": s.site}))
+        .collect();
+    match args.output {
+        Output::Json => output::emit_json(&json!({
+            "event": "plan",
+            "site": plan.resolved.site,
+            "site_reason": plan.resolved.site_reason,
+            "servers": servers,
+            "hourly_usd": plan.resolved.hourly_usd,
+            "monthly_usd": plan.resolved.monthly_usd,
+            "ipxe_url": plan.resolved.ipxe_url,
+        })),
+        Output::Text => {
+            println!("Dry run: nothing was ordered. The install would order:");
+            for s in &plan.servers {
+                println!(
+                    "  {:<24} {:<14} {:<14} {}",
+                    s.hostname,
+                    s.role.to_string(),
+                    s.plan,
+                    s.site.as_deref().unwrap_or("?")
+                );
+            }
+            println!(
+                "in {} ({}), for ${:.2}/hour (${:.2}/month), booting {}",
+                plan.resolved.site.as_deref().unwrap_or("?"),
+                plan.resolved.site_reason.as_deref().unwrap_or(""),
+                plan.resolved.hourly_usd.unwrap_or(0.0),
+                plan.resolved.monthly_usd.unwrap_or(0.0),
+                plan.resolved.ipxe_url.as_deref().unwrap_or("?"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A scratch directory for a dry run's throwaway checkpoint (removed when dropped).
+fn tempdir_for_dry_run(state_dir: &Path) -> Result<tempfile::TempDir, Failure> {
+    tempfile::Builder::new()
+        .prefix("cto-dry-run-")
+        .tempdir()
+        .map_err(|e| {
+            Failure::new(
+                exit::STEP_FAILED,
+                format!(
+                    "cannot create a scratch directory for the dry run of {}: {e}",
+                    state_dir.display()
+                ),
+            )
+        })
+}

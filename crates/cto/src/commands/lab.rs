@@ -1,0 +1,54 @@
+//! `cto lab serve`: the built-in lab as a standalone process, for running the real `cto`
+//! against it from another shell (and for the out-of-process end-to-end tests).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::exit::{self, Failure};
+
+/// Serves the lab until Ctrl-C or SIGTERM.
+pub async fn serve(
+    listen: SocketAddr,
+    state: PathBuf,
+    config: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let config = match &config {
+        Some(path) => {
+            lab::LabConfig::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?
+        }
+        None => lab::LabConfig::default(),
+    };
+    let handle = lab::start(config, &state, listen)
+        .await
+        .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start the lab: {e}")))?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "LATITUDE_API_URL={}", handle.url());
+        let _ = writeln!(out, "LATITUDE_PROJECT_ID={}", lab::LAB_PROJECT_ID);
+        let _ = out.flush();
+    }
+    eprintln!(
+        "cto lab: Latitude-compatible API at {} (world in {}); any non-empty LATITUDE_API_KEY works. Ctrl-C stops it.",
+        handle.url(),
+        state.display()
+    );
+    wait_for_stop().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod destroy;
+pub mod install;
+pub mod lab;
+pub mod regions;
+pub mod status;

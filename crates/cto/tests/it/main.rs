@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `cto` binary against the lab, out of process, so that a killed
+//! installer can be resumed against the same world.
+
+mod bad_input;
+mod destroy;
+mod harness;
+mod install;
+mod regions;

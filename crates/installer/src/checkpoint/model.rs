@@ -1,0 +1,221 @@
+//! The checkpoint document: everything an install knows, persisted after every change.
+
+use std::net::Ipv4Addr;
+
+use metal::inventory::SiteVerdict;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{ClusterSpec, Role};
+use crate::step::Step;
+
+/// The checkpoint format version this build reads and writes. A checkpoint with another version
+/// is refused with a clear error, never guessed at.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Current UTC time in RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// The persisted state of one install.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Format version ([`CHECKPOINT_VERSION`]).
+    pub version: u32,
+    /// The `cto` version that last wrote it.
+    pub written_by: String,
+    /// When the install started.
+    pub created_at: String,
+    /// When the checkpoint was last written.
+    pub updated_at: String,
+    /// What the user asked for.
+    pub spec: ClusterSpec,
+    /// Steps finished, in order.
+    pub completed: Vec<Step>,
+    /// The step running (or cut off) when the checkpoint was written, if any.
+    pub current: Option<Step>,
+    /// Facts resolved along the way (site, iPXE URL, cost, approval).
+    pub resolved: Resolved,
+    /// One record per node the spec asks for.
+    pub servers: Vec<ServerRecord>,
+    /// The last failure, cleared when its step later succeeds.
+    pub last_error: Option<FailureRecord>,
+    /// Set when the run was interrupted (Ctrl-C); cleared by the next run.
+    pub interrupted: Option<Interruption>,
+}
+
+/// Facts the steps resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolved {
+    /// The provider project id.
+    pub project_id: Option<String>,
+    /// The chosen site.
+    pub site: Option<String>,
+    /// Why that site: one line.
+    pub site_reason: Option<String>,
+    /// Every site considered and its verdict.
+    pub site_verdicts: Vec<SiteVerdict>,
+    /// The Image Factory schematic id.
+    pub schematic_id: Option<String>,
+    /// The iPXE URL servers boot.
+    pub ipxe_url: Option<String>,
+    /// The installer image for the machine configs.
+    pub installer_image: Option<String>,
+    /// Cost of all servers per hour, USD.
+    pub hourly_usd: Option<f64>,
+    /// Cost of all servers per month, USD.
+    pub monthly_usd: Option<f64>,
+    /// The user approved ordering (or `--yes`/`--lab`).
+    pub order_approved: bool,
+}
+
+/// Where the order of one server stands. The intent is written *before* the billable call, so
+/// a run killed between the call and the write finds the server by hostname instead of ordering
+/// it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum OrderState {
+    /// Not ordered yet.
+    NotOrdered,
+    /// An order call was (or was about to be) made at `at`; its outcome is not recorded.
+    Intended {
+        /// When the intent was recorded.
+        at: String,
+    },
+    /// The provider confirmed the server.
+    Ordered {
+        /// When the id was recorded.
+        at: String,
+        /// True when an existing server was adopted instead of ordered.
+        adopted: bool,
+    },
+}
+
+/// Whether a server boots Talos over iPXE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum BootState {
+    /// Not checked yet.
+    Unknown,
+    /// A reinstall onto the iPXE URL was requested at `at`.
+    ReinstallRequested {
+        /// When.
+        at: String,
+    },
+    /// The provider reports the iPXE operating system.
+    Ipxe,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRecord {
+    /// Hostname (`prod-cp-1`).
+    pub hostname: String,
+    /// Role.
+    pub role: Role,
+    /// 1-based index within the role.
+    pub index: u32,
+    /// Plan slug.
+    pub plan: String,
+    /// Site slug (set when the site is chosen).
+    pub site: Option<String>,
+    /// Provider id once known.
+    pub id: Option<String>,
+    /// Order progress.
+    pub order: OrderState,
+    /// The provider's last reported status.
+    pub status: Option<String>,
+    /// Primary public IPv4.
+    pub primary_ipv4: Option<Ipv4Addr>,
+    /// Hourly price as billed, USD.
+    pub hourly_usd: Option<f64>,
+    /// iPXE boot progress.
+    pub boot: BootState,
+    /// SPKI fingerprint of the node's maintenance-mode certificate, once seen.
+    pub maintenance_spki: Option<String>,
+}
+
+/// A failure, kept so `cto status` can say what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRecord {
+    /// The step that failed.
+    pub step: Step,
+    /// The error as shown to the user.
+    pub message: String,
+    /// When.
+    pub at: String,
+}
+
+/// A run stopped by the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interruption {
+    /// The step that was running.
+    pub step: Option<Step>,
+    /// When.
+    pub at: String,
+}
+
+impl Checkpoint {
+    /// A fresh checkpoint for `spec`, with one record per node.
+    pub fn new(spec: ClusterSpec) -> Self {
+        let now = now_rfc3339();
+        let servers = spec
+            .node_slots()
+            .into_iter()
+            .map(|slot| ServerRecord {
+                hostname: slot.hostname,
+                role: slot.role,
+                index: slot.index,
+                plan: slot.plan,
+                site: None,
+                id: None,
+                order: OrderState::NotOrdered,
+                status: None,
+                primary_ipv4: None,
+                hourly_usd: None,
+                boot: BootState::Unknown,
+                maintenance_spki: None,
+            })
+            .collect();
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            written_by: env!("CARGO_PKG_VERSION").to_owned(),
+            created_at: now.clone(),
+            updated_at: now,
+            spec,
+            completed: Vec::new(),
+            current: None,
+            resolved: Resolved::default(),
+            servers,
+            last_error: None,
+            interrupted: None,
+        }
+    }
+
+    /// The first step not completed, or `None` when all 22 are.
+    pub fn next_step(&self) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| !self.completed.contains(s))
+    }
+
+    /// True once `step` finished.
+    pub fn is_done(&self, step: Step) -> bool {
+        self.completed.contains(&step)
+    }
+
+    /// The record for `hostname`.
+    pub fn server_mut(&mut self, hostname: &str) -> Option<&mut ServerRecord> {
+        self.servers.iter_mut().find(|s| s.hostname == hostname)
+    }
+
+    /// Ids of every server the install ordered or may have ordered.
+    pub fn known_server_ids(&self) -> Vec<String> {
+        self.servers.iter().filter_map(|s| s.id.clone()).collect()
+    }
+}

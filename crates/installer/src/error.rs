@@ -1,0 +1,193 @@
+//! The installer's errors. Each says what happened, where (step, node, server id) and what to
+//! do; [`InstallError::class`] tells the CLI which exit code it deserves.
+
+use metal::provider::{ProviderError, ProviderErrorKind};
+
+use crate::checkpoint::CheckpointError;
+use crate::step::Step;
+
+/// How an error should end the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A step failed; `--resume` continues (exit 1).
+    StepFailed,
+    /// The invocation is wrong (exit 2).
+    Usage,
+    /// The world does not allow the install; nothing was ordered (exit 3).
+    Prerequisites,
+    /// Another run holds the lock (exit 4).
+    Locked,
+}
+
+/// Why an install stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The state directory or checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A prerequisite is not met; nothing was ordered.
+    #[error("{message}")]
+    Prerequisite {
+        /// One line: what is wrong and what to do.
+        message: String,
+    },
+    /// Ordering needs confirmation and nobody can give it.
+    #[error(
+        "ordering {servers} server(s) costs ${hourly:.2}/hour; no terminal to confirm on: re-run with --yes to approve"
+    )]
+    NeedsConfirmation {
+        /// Servers to order.
+        servers: usize,
+        /// Their hourly cost.
+        hourly: f64,
+    },
+    /// The user declined the order.
+    #[error("ordering declined; nothing was ordered")]
+    Declined,
+    /// A step failed.
+    #[error("step {number}/22 {step} failed: {source}")]
+    Step {
+        /// The step.
+        step: Step,
+        /// Its number.
+        number: usize,
+        /// What went wrong.
+        #[source]
+        source: StepError,
+    },
+    /// The step exists in the plan but this version does not implement it yet.
+    #[error(
+        "step {number}/22 {step} is not implemented yet in cto v{version}; steps 1-5 are done and the checkpoint is saved. The servers are running and billed: release them with `cto destroy`"
+    )]
+    NotImplemented {
+        /// The step.
+        step: Step,
+        /// Its number.
+        number: usize,
+        /// This build.
+        version: &'static str,
+    },
+}
+
+impl InstallError {
+    /// The exit-code class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            InstallError::Checkpoint(CheckpointError::Locked { .. }) => ErrorClass::Locked,
+            InstallError::Checkpoint(CheckpointError::Io { .. }) => ErrorClass::StepFailed,
+            InstallError::Checkpoint(_) => ErrorClass::Usage,
+            InstallError::Prerequisite { .. } => ErrorClass::Prerequisites,
+            InstallError::NeedsConfirmation { .. } | InstallError::Declined => ErrorClass::Usage,
+            InstallError::Step { .. } | InstallError::NotImplemented { .. } => {
+                ErrorClass::StepFailed
+            }
+        }
+    }
+
+    /// The step the error belongs to, if any.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            InstallError::Step { step, .. } | InstallError::NotImplemented { step, .. } => {
+                Some(*step)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong inside a step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A provider call failed.
+    #[error("{context}: {source}")]
+    Provider {
+        /// What was being done (`ordering prod-cp-1 in MIA2`).
+        context: String,
+        /// The provider's error.
+        #[source]
+        source: ProviderError,
+    },
+    /// A server reached a failed state.
+    #[error(
+        "server {hostname} ({id}) reports {status}: delete it with `cto destroy` or in the Latitude dashboard, then re-run the install"
+    )]
+    ServerFailed {
+        /// Hostname.
+        hostname: String,
+        /// Provider id.
+        id: String,
+        /// The provider's status.
+        status: String,
+    },
+    /// A server the checkpoint knows vanished from the provider.
+    #[error(
+        "server {hostname} ({id}) no longer exists at the provider; it was deleted outside this install. Run `cto destroy` and install again"
+    )]
+    ServerGone {
+        /// Hostname.
+        hostname: String,
+        /// Provider id.
+        id: String,
+    },
+    /// Several servers share a hostname the install needs.
+    #[error(
+        "{count} servers are named {hostname} ({ids}); cto cannot tell which belongs to this cluster. Delete the extra ones, then resume"
+    )]
+    DuplicateHostname {
+        /// Hostname.
+        hostname: String,
+        /// How many.
+        count: usize,
+        /// Their ids, comma-separated.
+        ids: String,
+    },
+    /// A wait ran out of time.
+    #[error(
+        "gave up after {waited_s}s waiting for {what}; still pending: {pending}. Resume with --resume once they are up"
+    )]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// Seconds waited.
+        waited_s: u64,
+        /// The nodes still pending, with their status.
+        pending: String,
+    },
+    /// A node answered in a way that rules out continuing.
+    #[error("node {hostname} ({address}): {message}")]
+    Node {
+        /// Hostname.
+        hostname: String,
+        /// Address.
+        address: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Something the step needs is missing from the checkpoint (a damaged or edited file).
+    #[error(
+        "the checkpoint lacks {what}; it may have been edited. Re-run the install with a new --state-dir after `cto destroy`"
+    )]
+    Inconsistent {
+        /// What is missing.
+        what: String,
+    },
+}
+
+impl StepError {
+    /// Wraps a provider error with context.
+    pub fn provider(context: impl Into<String>, source: ProviderError) -> Self {
+        StepError::Provider {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error is a provider answer about the user's setup (key, project, plan)
+    /// rather than a transient failure.
+    pub fn is_provider_kind(&self, kind: ProviderErrorKind) -> bool {
+        matches!(self, StepError::Provider { source, .. } if source.kind == kind)
+    }
+}

@@ -1,0 +1,20 @@
+//! `installer` owns the install: the 22 [`step::Step`]s, the persisted
+//! [`checkpoint::Checkpoint`] and its [`checkpoint::CheckpointStore`], the validated
+//! [`spec::ClusterSpec`], and the [`orchestrator::Orchestrator`] that runs the steps.
+//!
+//! It talks to machines only through [`metal::provider::Provider`] and to people only through
+//! [`events::Reporter`] and [`events::Approver`]: it never speaks HTTP to a provider itself and
+//! never prints.
+
+pub mod checkpoint;
+pub mod error;
+pub mod events;
+pub mod orchestrator;
+pub mod spec;
+pub mod step;
+mod steps;
+
+pub use error::{ErrorClass, InstallError, StepError};
+pub use orchestrator::{Orchestrator, RunOptions, RunOutcome, Timings};
+pub use spec::{ClusterSpec, InstallRequest};
+pub use step::Step;

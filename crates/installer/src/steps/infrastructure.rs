@@ -1,0 +1,499 @@
+//! Steps 2–4: ordering the servers, waiting for them to deploy, and making sure each boots Talos
+//! over iPXE.
+//!
+//! The rule that keeps the bill honest: before every order call the intent is persisted, and
+//! before ordering anything the project's servers are listed and any server already carrying
+//! one of the cluster's hostnames is adopted. A run killed between the order call and the
+//! checkpoint write therefore finds its server on the next run instead of buying another.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metal::provider::{Machine, MachineOrder, MachineState, Provider, ProviderErrorKind};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::checkpoint::{BootState, OrderState, now_rfc3339};
+use crate::error::StepError;
+use crate::events::{Approval, Event, OrderSummary};
+use crate::steps::{StepContext, StepFailure, StepResult};
+
+/// The Talos API port.
+pub(crate) const TALOS_API_PORT: u16 = 50000;
+
+/// How often an ambiguous order (the answer was lost) is looked up and retried.
+const ORDER_ATTEMPTS: usize = 3;
+
+fn index_by_hostname(machines: &[Machine]) -> HashMap<&str, Vec<&Machine>> {
+    let mut map: HashMap<&str, Vec<&Machine>> = HashMap::new();
+    for m in machines {
+        map.entry(m.hostname.as_str()).or_default().push(m);
+    }
+    map
+}
+
+fn single<'m>(hostname: &str, found: &[&'m Machine]) -> Result<&'m Machine, StepError> {
+    match found {
+        [one] => Ok(one),
+        many => Err(StepError::DuplicateHostname {
+            hostname: hostname.to_owned(),
+            count: many.len(),
+            ids: many
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Step 2: order every server that is not ordered yet; adopt the ones that already exist.
+pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
+    let existing = ctx
+        .provider
+        .list_machines()
+        .await
+        .map_err(|e| StepError::provider("listing the project's servers", e))?;
+    let by_host = index_by_hostname(&existing);
+
+    // Adopt servers that exist under our hostnames but have no id in the checkpoint: a previous
+    // run ordered them and was cut off before it could record the answer.
+    let pending: Vec<String> = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .filter(|s| s.id.is_none())
+        .map(|s| s.hostname.clone())
+        .collect();
+    for hostname in &pending {
+        if let Some(found) = by_host.get(hostname.as_str()) {
+            let machine = single(hostname, found)?;
+            adopt(ctx, hostname, machine)?;
+        }
+    }
+
+    let site = ctx
+        .checkpoint()
+        .resolved
+        .site
+        .clone()
+        .ok_or_else(|| StepError::Inconsistent {
+            what: "the chosen site".into(),
+        })?;
+    let ipxe_url =
+        ctx.checkpoint()
+            .resolved
+            .ipxe_url
+            .clone()
+            .ok_or_else(|| StepError::Inconsistent {
+                what: "the iPXE URL".into(),
+            })?;
+    let to_order: Vec<MachineOrder> = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .filter(|s| s.id.is_none())
+        .map(|s| MachineOrder {
+            hostname: s.hostname.clone(),
+            plan: s.plan.clone(),
+            site: s.site.clone().unwrap_or_else(|| site.clone()),
+            ipxe_url: ipxe_url.clone(),
+        })
+        .collect();
+    if to_order.is_empty() {
+        ctx.progress("every server is already ordered");
+        return Ok(());
+    }
+
+    approve(ctx, &to_order, &site)?;
+
+    // Record the intent for every order before the first billable call.
+    let at = now_rfc3339();
+    ctx.update(|cp| {
+        for order in &to_order {
+            if let Some(s) = cp.server_mut(&order.hostname) {
+                s.order = OrderState::Intended { at: at.clone() };
+            }
+        }
+    })?;
+
+    let limit = Arc::new(Semaphore::new(ctx.timings.max_parallel_orders.max(1)));
+    let mut tasks = JoinSet::new();
+    for order in to_order {
+        let provider = Arc::clone(ctx.provider);
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = order_one(provider.as_ref(), &order).await;
+            (order, result)
+        });
+    }
+
+    let mut first_error: Option<StepError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (order, result) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                first_error.get_or_insert(StepError::Inconsistent {
+                    what: format!("an order task that finished ({e})"),
+                });
+                continue;
+            }
+        };
+        match result {
+            Ok((machine, adopted)) => {
+                record_machine(ctx, &order.hostname, &machine, adopted)?;
+                if adopted {
+                    ctx.reporter.report(Event::ServerAdopted {
+                        hostname: order.hostname.clone(),
+                        id: machine.id.clone(),
+                        status: machine.raw_status.clone(),
+                    });
+                } else {
+                    ctx.reporter.report(Event::ServerOrdered {
+                        hostname: order.hostname.clone(),
+                        id: machine.id.clone(),
+                        site: order.site.clone(),
+                        plan: order.plan.clone(),
+                    });
+                }
+            }
+            Err(e) => {
+                // The intent stays recorded: the next run looks the hostname up first.
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(StepFailure::Failed(e)),
+        None => Ok(()),
+    }
+}
+
+fn approve<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    to_order: &[MachineOrder],
+    site: &str,
+) -> StepResult {
+    if ctx.checkpoint().resolved.order_approved {
+        return Ok(());
+    }
+    let per_server = ctx.checkpoint().resolved.hourly_usd.unwrap_or(0.0)
+        / f64::from(ctx.checkpoint().spec.nodes.max(1));
+    let monthly_per = ctx.checkpoint().resolved.monthly_usd.unwrap_or(0.0)
+        / f64::from(ctx.checkpoint().spec.nodes.max(1));
+    let summary = OrderSummary {
+        provider: ctx.provider.name().to_owned(),
+        site: site.to_owned(),
+        servers: to_order
+            .iter()
+            .map(|o| (o.hostname.clone(), o.plan.clone()))
+            .collect(),
+        hourly_usd: per_server * to_order.len() as f64,
+        monthly_usd: monthly_per * to_order.len() as f64,
+    };
+    match ctx.approver.approve(&summary) {
+        Approval::Approved => {
+            ctx.update(|cp| cp.resolved.order_approved = true)?;
+            Ok(())
+        }
+        Approval::Declined => Err(StepFailure::Declined),
+        Approval::Unattended => Err(StepFailure::NeedsConfirmation {
+            servers: summary.servers.len(),
+            hourly: summary.hourly_usd,
+        }),
+    }
+}
+
+/// Orders one server. When the answer is lost (the provider may have created it), looks the
+/// hostname up before trying again, so a lost answer never becomes a second server.
+async fn order_one<P: Provider>(
+    provider: &P,
+    order: &MachineOrder,
+) -> Result<(Machine, bool), StepError> {
+    let context = || {
+        format!(
+            "ordering {} ({} in {})",
+            order.hostname, order.plan, order.site
+        )
+    };
+    let mut last = None;
+    for _ in 0..ORDER_ATTEMPTS {
+        match provider.create_machine(order).await {
+            Ok(machine) => return Ok((machine, false)),
+            Err(e)
+                if e.kind == ProviderErrorKind::Ambiguous
+                    || e.kind == ProviderErrorKind::Transient =>
+            {
+                tracing::warn!(hostname = %order.hostname, error = %e, "order outcome unknown; looking the server up");
+                let machines = provider.list_machines().await.map_err(|e| {
+                    StepError::provider(
+                        format!("{} (looking it up after a lost answer)", context()),
+                        e,
+                    )
+                })?;
+                let found: Vec<&Machine> = machines
+                    .iter()
+                    .filter(|m| m.hostname == order.hostname)
+                    .collect();
+                if !found.is_empty() {
+                    return Ok((single(&order.hostname, &found)?.clone(), true));
+                }
+                last = Some(e);
+            }
+            Err(e) => return Err(StepError::provider(context(), e)),
+        }
+    }
+    Err(StepError::provider(
+        context(),
+        last.unwrap_or_else(|| {
+            metal::provider::ProviderError::new(ProviderErrorKind::Transient, "no answer")
+        }),
+    ))
+}
+
+fn adopt<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    hostname: &str,
+    machine: &Machine,
+) -> StepResult {
+    let expected = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .find(|s| s.hostname == hostname)
+        .map(|s| (s.plan.clone(), s.site.clone()));
+    if let Some((plan, site)) = expected {
+        if machine.plan.as_deref().is_some_and(|p| p != plan) {
+            ctx.warn(format!(
+                "adopting {hostname} ({}) although its plan is {} and the install asks for {plan}",
+                machine.id,
+                machine.plan.as_deref().unwrap_or("?")
+            ));
+        }
+        if let (Some(have), Some(want)) = (machine.site.as_deref(), site.as_deref())
+            && !have.eq_ignore_ascii_case(want)
+        {
+            ctx.warn(format!(
+                "adopting {hostname} ({}) in {have} although the install chose {want}",
+                machine.id
+            ));
+        }
+    }
+    record_machine(ctx, hostname, machine, true)?;
+    ctx.reporter.report(Event::ServerAdopted {
+        hostname: hostname.to_owned(),
+        id: machine.id.clone(),
+        status: machine.raw_status.clone(),
+    });
+    Ok(())
+}
+
+fn record_machine<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    hostname: &str,
+    machine: &Machine,
+    adopted: bool,
+) -> StepResult {
+    ctx.update(|cp| {
+        if let Some(s) = cp.server_mut(hostname) {
+            s.id = Some(machine.id.clone());
+            s.order = OrderState::Ordered {
+                at: now_rfc3339(),
+                adopted,
+            };
+            s.status = Some(machine.raw_status.clone());
+            s.primary_ipv4 = machine.primary_ipv4.or(s.primary_ipv4);
+            s.hourly_usd = machine.hourly_usd.or(s.hourly_usd);
+            if let Some(site) = &machine.site {
+                s.site = Some(site.clone());
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// A quick TCP check of the Talos API port, used to see through a provider status that lags
+/// behind the machine (Latitude can say `deploying` while Talos is already up).
+async fn talos_port_open(ip: Ipv4Addr, timeout: Duration) -> bool {
+    let addr = SocketAddr::from((ip, TALOS_API_PORT));
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Step 3: wait until every server is deployed and has its primary IPv4. One list call per poll
+/// covers all servers.
+pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
+    let started = Instant::now();
+    let mut interval = ctx.timings.poll_min;
+    let mut reported: HashMap<String, String> = HashMap::new();
+    loop {
+        let machines = ctx.provider.list_machines().await.map_err(|e| {
+            StepError::provider("listing servers while waiting for them to deploy", e)
+        })?;
+        let by_id: HashMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
+
+        let records = ctx.checkpoint().servers.clone();
+        let mut pending = Vec::new();
+        let mut changed = false;
+        for record in &records {
+            let id = record.id.clone().ok_or_else(|| StepError::Inconsistent {
+                what: format!("the server id of {}", record.hostname),
+            })?;
+            let Some(machine) = by_id.get(id.as_str()) else {
+                return Err(StepError::ServerGone {
+                    hostname: record.hostname.clone(),
+                    id,
+                }
+                .into());
+            };
+            if machine.state.is_failed() {
+                return Err(StepError::ServerFailed {
+                    hostname: record.hostname.clone(),
+                    id,
+                    status: machine.raw_status.clone(),
+                }
+                .into());
+            }
+            let ready = match (machine.state, machine.primary_ipv4) {
+                (MachineState::Ready, Some(_)) => true,
+                (MachineState::Provisioning, Some(ip))
+                    if machine.raw_status != "starting_deploy" =>
+                {
+                    talos_port_open(ip, Duration::from_millis(500)).await
+                }
+                _ => false,
+            };
+            let shown = if ready {
+                format!("ready ({})", machine.raw_status)
+            } else {
+                machine.raw_status.clone()
+            };
+            if reported.get(&record.hostname) != Some(&shown) {
+                ctx.node_status(
+                    &record.hostname,
+                    shown.clone(),
+                    machine.primary_ipv4.map(|ip| ip.to_string()),
+                );
+                reported.insert(record.hostname.clone(), shown);
+            }
+            if record.status.as_deref() != Some(machine.raw_status.as_str())
+                || record.primary_ipv4 != machine.primary_ipv4
+            {
+                changed = true;
+            }
+            if !ready {
+                pending.push(format!("{} ({})", record.hostname, machine.raw_status));
+            }
+        }
+        if changed {
+            ctx.update(|cp| {
+                for m in &machines {
+                    if let Some(s) = cp
+                        .servers
+                        .iter_mut()
+                        .find(|s| s.id.as_deref() == Some(m.id.as_str()))
+                    {
+                        s.status = Some(m.raw_status.clone());
+                        s.primary_ipv4 = m.primary_ipv4.or(s.primary_ipv4);
+                    }
+                }
+            })?;
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= ctx.timings.servers_ready_timeout {
+            return Err(StepError::Timeout {
+                what: "servers to deploy".into(),
+                waited_s: started.elapsed().as_secs(),
+                pending: pending.join(", "),
+            }
+            .into());
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval.mul_f64(1.5)).min(ctx.timings.poll_max);
+    }
+}
+
+/// Step 4: every server must boot the cluster's iPXE URL. A server the provider reports with
+/// another operating system (adopted from elsewhere, or reinstalled by hand) is reinstalled
+/// onto iPXE; the request is recorded first so a resumed run does not reinstall it twice.
+pub(crate) async fn booting_talos<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
+    let ipxe_url =
+        ctx.checkpoint()
+            .resolved
+            .ipxe_url
+            .clone()
+            .ok_or_else(|| StepError::Inconsistent {
+                what: "the iPXE URL".into(),
+            })?;
+    let machines = ctx
+        .provider
+        .list_machines()
+        .await
+        .map_err(|e| StepError::provider("listing servers to check their boot image", e))?;
+    let by_id: HashMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
+    let records = ctx.checkpoint().servers.clone();
+    for record in records {
+        let id = record.id.clone().ok_or_else(|| StepError::Inconsistent {
+            what: format!("the server id of {}", record.hostname),
+        })?;
+        let machine = by_id
+            .get(id.as_str())
+            .ok_or_else(|| StepError::ServerGone {
+                hostname: record.hostname.clone(),
+                id: id.clone(),
+            })?;
+        let on_ipxe = machine.operating_system.as_deref() == Some("ipxe");
+        match (&record.boot, on_ipxe) {
+            (_, true) => {
+                if record.boot != BootState::Ipxe {
+                    ctx.update(|cp| {
+                        if let Some(s) = cp.server_mut(&record.hostname) {
+                            s.boot = BootState::Ipxe;
+                        }
+                    })?;
+                }
+                ctx.node_status(&record.hostname, "booting Talos over iPXE", None);
+            }
+            (BootState::ReinstallRequested { at }, false) => {
+                ctx.node_status(
+                    &record.hostname,
+                    "reinstall pending",
+                    Some(format!("requested at {at}; status {}", machine.raw_status)),
+                );
+            }
+            (_, false) => {
+                ctx.warn(format!(
+                    "{} ({id}) runs {}; reinstalling it to boot Talos over iPXE",
+                    record.hostname,
+                    machine
+                        .operating_system
+                        .as_deref()
+                        .unwrap_or("an unknown OS")
+                ));
+                ctx.update(|cp| {
+                    if let Some(s) = cp.server_mut(&record.hostname) {
+                        s.boot = BootState::ReinstallRequested { at: now_rfc3339() };
+                    }
+                })?;
+                ctx.provider
+                    .reinstall_ipxe(&id, &record.hostname, &ipxe_url)
+                    .await
+                    .map_err(|e| {
+                        StepError::provider(
+                            format!("reinstalling {} ({id}) with iPXE", record.hostname),
+                            e,
+                        )
+                    })?;
+                ctx.node_status(&record.hostname, "reinstalling with iPXE", None);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! What each step does. One module per group of steps; each step is an `async fn` over a
+//! [`StepContext`] that records its progress in the checkpoint as it goes, so that running it
+//! again — after success, after an error, or after the process was killed inside it — converges
+//! instead of repeating billable work.
+
+mod infrastructure;
+mod maintenance;
+mod prerequisites;
+
+use std::sync::Arc;
+
+use metal::provider::Provider;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::error::{InstallError, StepError};
+use crate::events::{Approver, Event, Reporter};
+use crate::orchestrator::Timings;
+use crate::step::Step;
+
+/// Everything a step may use.
+pub(crate) struct StepContext<'a, P: Provider> {
+    pub step: Step,
+    pub provider: &'a Arc<P>,
+    pub store: &'a mut CheckpointStore,
+    pub reporter: &'a dyn Reporter,
+    pub approver: &'a dyn Approver,
+    pub timings: &'a Timings,
+}
+
+impl<P: Provider> StepContext<'_, P> {
+    pub fn checkpoint(&self) -> &Checkpoint {
+        self.store.checkpoint()
+    }
+
+    pub fn update<R>(
+        &mut self,
+        change: impl FnOnce(&mut Checkpoint) -> R,
+    ) -> Result<R, CheckpointError> {
+        self.store.update(change)
+    }
+
+    pub fn progress(&self, message: impl Into<String>) {
+        self.reporter.report(Event::Progress {
+            step: self.step,
+            message: message.into(),
+        });
+    }
+
+    pub fn node_status(&self, hostname: &str, status: impl Into<String>, detail: Option<String>) {
+        self.reporter.report(Event::NodeStatus {
+            step: self.step,
+            hostname: hostname.to_owned(),
+            status: status.into(),
+            detail,
+        });
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.reporter.report(Event::Warning {
+            message: message.into(),
+        });
+    }
+}
+
+/// How a step can fail.
+#[derive(Debug)]
+pub(crate) enum StepFailure {
+    /// A prerequisite is unmet; nothing was ordered.
+    Prerequisite(String),
+    /// Ordering needs a confirmation nobody can give.
+    NeedsConfirmation { servers: usize, hourly: f64 },
+    /// The user declined.
+    Declined,
+    /// Anything else.
+    Failed(StepError),
+}
+
+impl From<StepError> for StepFailure {
+    fn from(e: StepError) -> Self {
+        StepFailure::Failed(e)
+    }
+}
+
+impl From<CheckpointError> for StepFailure {
+    fn from(e: CheckpointError) -> Self {
+        StepFailure::Failed(StepError::Checkpoint(e))
+    }
+}
+
+impl StepFailure {
+    pub fn into_install_error(self, step: Step) -> InstallError {
+        match self {
+            StepFailure::Prerequisite(message) => InstallError::Prerequisite { message },
+            StepFailure::NeedsConfirmation { servers, hourly } => {
+                InstallError::NeedsConfirmation { servers, hourly }
+            }
+            StepFailure::Declined => InstallError::Declined,
+            StepFailure::Failed(StepError::Checkpoint(e)) => InstallError::Checkpoint(e),
+            StepFailure::Failed(source) => InstallError::Step {
+                step,
+                number: step.number(),
+                source,
+            },
+        }
+    }
+}
+
+pub(crate) type StepResult = Result<(), StepFailure>;
+
+/// True for the steps this build implements.
+pub(crate) fn is_implemented(step: Step) -> bool {
+    step <= Step::WaitingTalosMaintenance
+}
+
+/// Runs one step.
+pub(crate) async fn run<P: Provider>(step: Step, ctx: &mut StepContext<'_, P>) -> StepResult {
+    match step {
+        Step::ValidatingPrerequisites => prerequisites::validating_prerequisites(ctx).await,
+        Step::CreatingServers => infrastructure::creating_servers(ctx).await,
+        Step::WaitingServersReady => infrastructure::waiting_servers_ready(ctx).await,
+        Step::BootingTalos => infrastructure::booting_talos(ctx).await,
+        Step::WaitingTalosMaintenance => maintenance::waiting_talos_maintenance(ctx).await,
+        other => Err(StepFailure::Failed(StepError::Inconsistent {
+            what: format!("an implementation of {other} in this build"),
+        })),
+    }
+}

@@ -1,0 +1,133 @@
+//! Step 1, ValidatingPrerequisites: everything that can be checked before money is spent.
+//!
+//! The API key and project, the plans, stock for every node in the chosen or auto-selected site,
+//! the iPXE URL, and the cost. It orders nothing, so its failures are "prerequisites unmet"
+//! (exit 3) unless the provider itself was unreachable (exit 1, resumable).
+
+use metal::inventory::{InventoryError, InventoryManager, NodeDemand, RegionRequest};
+use metal::provider::{Provider, ProviderErrorKind};
+use metal::talos::{ImageFactory, Schematic};
+
+use crate::error::StepError;
+use crate::events::Event;
+use crate::spec::{RegionChoice, is_valid_hostname};
+use crate::steps::{StepContext, StepFailure, StepResult};
+
+pub(crate) async fn validating_prerequisites<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+) -> StepResult {
+    let spec = ctx.checkpoint().spec.clone();
+
+    for slot in spec.node_slots() {
+        if !is_valid_hostname(&slot.hostname) {
+            return Err(StepFailure::Prerequisite(format!(
+                "hostname {} is not valid at the provider (at most 32 letters, digits, '.' or '-')",
+                slot.hostname
+            )));
+        }
+    }
+
+    let project = ctx.provider.check_project().await.map_err(|e| match e.kind {
+        ProviderErrorKind::Unauthorized => StepFailure::Prerequisite(format!(
+            "the {} API rejected the API key: {}. Set LATITUDE_API_KEY to a valid key with write access",
+            ctx.provider.name(),
+            e.message
+        )),
+        ProviderErrorKind::NotFound | ProviderErrorKind::Rejected => {
+            StepFailure::Prerequisite(e.message.clone())
+        }
+        _ => StepFailure::Failed(StepError::provider("checking the API key and project", e)),
+    })?;
+    ctx.progress(format!("project {} ({})", project.slug, project.id));
+
+    let offers = ctx
+        .provider
+        .plan_offers()
+        .await
+        .map_err(|e| StepFailure::Failed(StepError::provider("listing plans and stock", e)))?;
+    let inventory = InventoryManager::new(offers);
+
+    let mut demands = vec![NodeDemand {
+        plan: spec.cp_plan.clone(),
+        count: spec.control_planes,
+    }];
+    if spec.workers() > 0 {
+        if spec.worker_plan == spec.cp_plan {
+            demands[0].count += spec.workers();
+        } else {
+            demands.push(NodeDemand {
+                plan: spec.worker_plan.clone(),
+                count: spec.workers(),
+            });
+        }
+    }
+    let request = match &spec.region {
+        RegionChoice::Auto { fallback_order } => RegionRequest {
+            demands,
+            fallback_order: fallback_order.clone(),
+            pinned_site: None,
+        },
+        RegionChoice::Fixed { site } => RegionRequest {
+            demands,
+            fallback_order: Vec::new(),
+            pinned_site: Some(site.clone()),
+        },
+    };
+    let selection = inventory.select_region(&request).map_err(|e| match e {
+        InventoryError::UnknownPlan { plan, known } => StepFailure::Prerequisite(format!(
+            "plan {plan} does not exist at {}; known plans: {}",
+            ctx.provider.name(),
+            known.join(", ")
+        )),
+        other => StepFailure::Prerequisite(other.to_string()),
+    })?;
+
+    let site = selection.chosen.site.clone();
+    let reason = match &spec.region {
+        RegionChoice::Fixed { .. } => format!("{site} was requested with --region and has stock"),
+        RegionChoice::Auto { .. } => selection
+            .verdicts
+            .iter()
+            .find(|v| v.site == site)
+            .and_then(|v| v.reasons.first().cloned())
+            .unwrap_or_else(|| format!("{site} is the best in-stock site")),
+    };
+    ctx.reporter.report(Event::RegionSelected {
+        site: site.clone(),
+        reason: reason.clone(),
+        verdicts: selection.verdicts.clone(),
+    });
+
+    let hourly = selection.chosen.hourly_usd_total;
+    let monthly = selection.chosen.monthly_usd_total;
+    ctx.reporter.report(Event::Cost {
+        servers: spec.nodes as usize,
+        hourly_usd: hourly,
+        monthly_usd: monthly,
+    });
+
+    let schematic = Schematic::default();
+    let schematic_id = schematic.id().map_err(|e| {
+        StepFailure::Prerequisite(format!("cannot compute the Image Factory schematic: {e}"))
+    })?;
+    let factory = ImageFactory::new(spec.image_factory_url.as_deref());
+    let ipxe_url = factory.ipxe_url(&schematic_id, &spec.talos_version);
+    let installer_image = factory.installer_image(&schematic_id, &spec.talos_version);
+    ctx.progress(format!("nodes boot {ipxe_url}"));
+
+    ctx.update(|cp| {
+        cp.resolved.project_id = Some(project.id.clone());
+        cp.resolved.site = Some(site.clone());
+        cp.resolved.site_reason = Some(reason);
+        cp.resolved.site_verdicts = selection.verdicts;
+        cp.resolved.schematic_id = Some(schematic_id);
+        cp.resolved.ipxe_url = Some(ipxe_url);
+        cp.resolved.installer_image = Some(installer_image);
+        cp.resolved.hourly_usd = hourly;
+        cp.resolved.monthly_usd = monthly;
+        for server in cp.servers.iter_mut().filter(|s| s.id.is_none()) {
+            server.site = Some(site.clone());
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Server routes: list (filters and paging), get, create (validated like the real API), delete
+//! and reinstall. Statuses are never stored; see [`crate::lifecycle`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::body::Attributes;
+use super::errors::{ApiError, ErrorObject};
+use super::pagination::Page;
+use super::{RawQuery, data, params, resources};
+use crate::catalogue::IPXE_OS;
+use crate::lifecycle::{Lifecycle, LifecycleKind, now_ms};
+use crate::state::Lab;
+use crate::stock;
+use crate::world::{Server, World, new_id};
+
+/// Checks a hostname the way the Terraform provider does: at most 32 characters matching
+/// `^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$`.
+pub(crate) fn check_hostname(hostname: &str) -> Result<(), String> {
+    let bytes = hostname.as_bytes();
+    if bytes.len() > 32 {
+        return Err(format!(
+            "hostname {hostname:?} is longer than 32 characters"
+        ));
+    }
+    let edge_ok = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
+    if !(edge_ok(bytes.first()) && edge_ok(bytes.last()) && inner_ok) {
+        return Err(format!(
+            "hostname {hostname:?} is invalid: use letters, digits, '.' and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+const BILLING: [&str; 3] = ["hourly", "monthly", "yearly"];
+
+/// `GET /servers` with `filter[project|hostname|region|status|plan|label]` and paging.
+pub(crate) async fn list(
+    State(lab): State<Arc<Lab>>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let q = params(query)?;
+    let page = Page::from_query(&q)?;
+    let now = now_ms();
+    let world = lab.world();
+    let project_id = q
+        .get("filter[project]")
+        .map(|p| world.project(p).map(|p| p.id.clone()));
+    let list = |key: &str| {
+        q.get(key).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    };
+    let statuses = list("filter[status]");
+    let plans = list("filter[plan]");
+    let sites = list("filter[region]");
+    let servers: Vec<Value> = world
+        .servers
+        .iter()
+        .filter(|s| {
+            project_id
+                .as_ref()
+                .is_none_or(|p| p.as_deref() == Some(s.project_id.as_str()))
+        })
+        .filter(|s| q.get("filter[hostname]").is_none_or(|h| *h == s.hostname))
+        .filter(|s| q.get("filter[label]").is_none_or(|l| *l == s.label))
+        .filter(|s| {
+            sites
+                .as_ref()
+                .is_none_or(|v| v.iter().any(|x| x.eq_ignore_ascii_case(&s.site)))
+        })
+        .filter(|s| {
+            plans.as_ref().is_none_or(|v| {
+                v.iter()
+                    .any(|x| *x == s.plan || *x == s.plan.replace('-', "."))
+            })
+        })
+        .filter(|s| {
+            statuses
+                .as_ref()
+                .is_none_or(|v| v.iter().any(|x| x == s.lifecycle.status(now, &lab.config)))
+        })
+        .map(|s| resources::server(&world, &lab.config, s, now))
+        .collect();
+    let (items, meta) = page.apply(servers);
+    Ok(data(StatusCode::OK, Value::Array(items), meta))
+}
+
+/// `GET /servers/{id}`.
+pub(crate) async fn get(
+    State(lab): State<Arc<Lab>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let world = lab.world();
+    let server = world.server(&id).ok_or_else(ApiError::not_found)?;
+    Ok(data(
+        StatusCode::OK,
+        resources::server(&world, &lab.config, server, now_ms()),
+        json!({}),
+    ))
+}
+
+/// The validated attributes of an order.
+struct Order {
+    project_id: String,
+    plan: String,
+    site: String,
+    operating_system: String,
+    hostname: String,
+    ipxe: Option<String>,
+    billing: String,
+    ssh_keys: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// Validates an order against the catalogue, live stock and the project's SSH keys.
+fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order, ApiError> {
+    let project = a.string("project", true);
+    let plan = a.string("plan", true);
+    let site = a.string("site", true);
+    let operating_system = a.string("operating_system", true);
+    let hostname = a.string("hostname", true);
+    let ipxe = a.string("ipxe", false);
+    let billing = a.string("billing", false);
+    let ssh_keys = a.strings("ssh_keys");
+    let tags = a.strings("tags");
+
+    let project = project.and_then(|p| match world.project(&p) {
+        Some(project) => Some(project.id.clone()),
+        None => {
+            a.reject(
+                "project",
+                format!("Project {p:?} not found (use the project ID or slug)"),
+            );
+            None
+        }
+    });
+    if let Some(Err(reason)) = hostname.as_deref().map(check_hostname) {
+        a.reject("hostname", reason);
+    }
+    if let Some(b) = billing.as_deref().filter(|b| !BILLING.contains(b)) {
+        a.reject(
+            "billing",
+            format!("billing must be one of hourly, monthly, yearly; got {b:?}"),
+        );
+    }
+    let catalogue = &world.catalogue;
+    let plan = plan.and_then(|slug| match catalogue.plan(&slug) {
+        Some(plan) => Some(plan),
+        None => {
+            a.reject(
+                "plan",
+                format!("Plan {slug:?} not found (send a plan slug such as c2-small-x86)"),
+            );
+            None
+        }
+    });
+    let site = site.and_then(|slug| {
+        if slug != slug.to_ascii_uppercase() {
+            a.reject(
+                "site",
+                format!(
+                    "site {slug:?} must be an uppercase site slug such as {}",
+                    slug.to_ascii_uppercase()
+                ),
+            );
+            None
+        } else if catalogue.site(&slug).is_none() {
+            a.reject("site", format!("Site {slug:?} not found"));
+            None
+        } else {
+            Some(slug)
+        }
+    });
+    let os = operating_system.and_then(|slug| match catalogue.operating_system(&slug) {
+        Some(os) => Some(os),
+        None => {
+            a.reject(
+                "operating_system",
+                format!("Operating system {slug:?} not found"),
+            );
+            None
+        }
+    });
+    if os.is_some_and(|os| os.slug == IPXE_OS) && ipxe.is_none() {
+        a.reject("ipxe", "ipxe must be informed");
+    }
+    if let (Some(plan), Some(os)) = (plan, os)
+        && !os.provisionable_on.contains(&plan.name)
+    {
+        a.reject(
+            "operating_system",
+            format!("{} cannot be deployed on {}", os.slug, plan.slug),
+        );
+    }
+    if let (Some(plan), Some(site)) = (plan, &site) {
+        if plan.region_for_site(site).is_none() {
+            a.reject(
+                "site",
+                format!("Plan {} is not offered in {site}", plan.slug),
+            );
+        } else if !stock::site_in_stock(world, &lab.config, plan, site) {
+            a.reject(
+                "site",
+                format!(
+                    "No stock of {} in {site}. Pick a site from the plan's locations.in_stock",
+                    plan.slug
+                ),
+            );
+        }
+    }
+    if let Some(project) = &project {
+        let missing: Vec<&String> = ssh_keys
+            .iter()
+            .filter(|id| {
+                !world
+                    .ssh_keys
+                    .iter()
+                    .any(|k| &k.id == *id && k.project_id.as_deref().is_none_or(|p| p == project))
+            })
+            .collect();
+        if !missing.is_empty() {
+            a.reject(
+                "ssh_keys",
+                format!(
+                    "The following SSH Keys were not found in project '{project}': {missing:?}."
+                ),
+            );
+        }
+    }
+    a.finish()?;
+    let (Some(project_id), Some(plan), Some(site), Some(os), Some(hostname)) =
+        (project, plan, site, os, hostname)
+    else {
+        return Err(ApiError::internal(
+            "validation passed without the required attributes",
+        ));
+    };
+    Ok(Order {
+        project_id,
+        plan: plan.slug.clone(),
+        site,
+        ipxe: ipxe.filter(|_| os.slug == IPXE_OS),
+        operating_system: os.slug.clone(),
+        hostname,
+        // Terraform's default, so that a client that forgets `billing` is caught.
+        billing: billing.unwrap_or_else(|| "monthly".into()),
+        ssh_keys,
+        tags,
+    })
+}
+
+/// `POST /servers` → 201 with `starting_deploy` and the address already assigned.
+pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<Response, ApiError> {
+    let mut attributes = Attributes::parse(&body, "servers")?;
+    let now = now_ms();
+    let rendered = lab.mutate(|world| {
+        let order = validate_order(world, &lab, &mut attributes)?;
+        let ip = world.allocate_ip().ok_or_else(|| {
+            ApiError::validation(vec![ErrorObject::invalid_attribute(
+                "site",
+                "The lab has run out of loopback addresses for servers",
+            )])
+        })?;
+        let server = Server {
+            id: new_id("sv_"),
+            hostname: order.hostname,
+            label: world.allocate_label(),
+            project_id: order.project_id,
+            plan: order.plan,
+            site: order.site,
+            operating_system: order.operating_system,
+            ipxe: order.ipxe,
+            billing: order.billing,
+            ip,
+            created_at_ms: now,
+            lifecycle: Lifecycle { kind: LifecycleKind::Deploy, started_at_ms: now },
+            ssh_keys: order.ssh_keys,
+            tags: order.tags,
+        };
+        tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
+        let rendered = resources::server(world, &lab.config, &server, now);
+        world.servers.push(server);
+        Ok::<_, ApiError>(rendered)
+    })?;
+    Ok(data(StatusCode::CREATED, rendered, json!({})))
+}
+
+/// `DELETE /servers/{id}` → 204; unknown or already deleted → 404.
+pub(crate) async fn delete(
+    State(lab): State<Arc<Lab>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    lab.mutate(|world| {
+        let index = world
+            .servers
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(ApiError::not_found)?;
+        let server = world.servers.remove(index);
+        tracing::info!(id = %server.id, hostname = %server.hostname, "server deleted");
+        Ok::<_, ApiError>(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /servers/{id}/reinstall` → 201 with no body; the lifecycle restarts with
+/// `disk_erasing`.
+pub(crate) async fn reinstall(
+    State(lab): State<Arc<Lab>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut a = Attributes::parse(&body, "reinstalls")?;
+    let operating_system = a.string("operating_system", false);
+    let hostname = a.string("hostname", false);
+    let ipxe = a.string("ipxe", false);
+    let now = now_ms();
+    lab.mutate(|world| {
+        if world.server(&id).is_none() {
+            return Err(ApiError::reinstall_not_found());
+        }
+        if let Some(slug) = &operating_system {
+            if world.catalogue.operating_system(slug).is_none() {
+                a.reject(
+                    "operating_system",
+                    format!("Operating system {slug:?} not found"),
+                );
+            } else if slug == IPXE_OS && ipxe.is_none() {
+                a.reject("ipxe", "ipxe must be informed");
+            }
+        }
+        if let Some(Err(reason)) = hostname.as_deref().map(check_hostname) {
+            a.reject("hostname", reason);
+        }
+        a.finish()?;
+        let Some(server) = world.server_mut(&id) else {
+            return Err(ApiError::reinstall_not_found());
+        };
+        if let Some(os) = operating_system {
+            server.operating_system = os;
+        }
+        if server.operating_system == IPXE_OS {
+            if ipxe.is_some() {
+                server.ipxe = ipxe;
+            }
+        } else {
+            server.ipxe = None;
+        }
+        if let Some(hostname) = hostname {
+            server.hostname = hostname;
+        }
+        server.lifecycle = Lifecycle {
+            kind: LifecycleKind::Reinstall,
+            started_at_ms: now,
+        };
+        tracing::info!(id = %server.id, os = %server.operating_system, "server reinstalling");
+        Ok(())
+    })?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        for ok in ["a", "talos-cp-1", "node.example.com", "A1", &"x".repeat(32)] {
+            assert!(check_hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a_b", "a b", ".a", &"x".repeat(33), "ü"] {
+            assert!(check_hostname(bad).is_err(), "{bad}");
+        }
+    }
+}

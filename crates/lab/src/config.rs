@@ -1,0 +1,180 @@
+//! The lab's knobs: how fast modelled time runs, which loopback block servers live in, the rate
+//! limits and API keys, stock, and the provisioning timeline. Loaded from a JSON file by the
+//! `cto lab` command or built in code by tests.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+/// Configuration of one lab. Every field has a default, so `{}` is a valid file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabConfig {
+    /// Real seconds per modelled second. `0.01` turns a 5-minute deploy into 3 seconds.
+    pub time_scale: f64,
+    /// Third octet of server addresses `127.0.<ip_block>.<n>`. `None` picks a random block in
+    /// `10..=200` when the world is created; the choice is persisted in the world.
+    pub ip_block: Option<u8>,
+    /// GET requests allowed per API key in any 60-second window.
+    pub reads_per_minute: u32,
+    /// POST/PUT/PATCH/DELETE requests allowed per API key in any 60-second window.
+    pub writes_per_minute: u32,
+    /// Accepted API keys. `None` accepts any non-empty bearer token.
+    pub api_keys: Option<Vec<String>>,
+    /// How many live servers of each in-stock plan each in-stock site can host.
+    pub capacity_per_site: u32,
+    /// Sites removed from every plan's `in_stock` list (site slugs, case-insensitive).
+    pub out_of_stock_sites: Vec<String>,
+    /// How long each provisioning phase lasts, in modelled seconds.
+    pub timeline: Timeline,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            time_scale: 0.01,
+            ip_block: None,
+            reads_per_minute: 60,
+            writes_per_minute: 20,
+            api_keys: None,
+            capacity_per_site: 250,
+            out_of_stock_sites: Vec::new(),
+            timeline: Timeline::default(),
+        }
+    }
+}
+
+/// Durations of the provisioning phases, in modelled seconds (multiplied by
+/// [`LabConfig::time_scale`] to get real seconds).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeline {
+    /// `starting_deploy` after `POST /servers`.
+    pub starting_deploy: f64,
+    /// `deploying`, after `starting_deploy` (create) or `disk_erasing` (reinstall).
+    pub deploying: f64,
+    /// `disk_erasing`, the first phase of a reinstall.
+    pub disk_erasing: f64,
+    /// From the end of `deploying` until an iPXE-booted Talos answers on port 50000.
+    pub talos_boot: f64,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            starting_deploy: 20.0,
+            deploying: 280.0,
+            disk_erasing: 120.0,
+            talos_boot: 90.0,
+        }
+    }
+}
+
+impl LabConfig {
+    /// Reads a configuration from a JSON file. Unknown keys are rejected so that typos show up.
+    pub fn load(path: &Path) -> Result<Self, LabError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LabError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: LabConfig =
+            serde_json::from_str(&text).map_err(|source| LabError::ParseConfig {
+                path: path.to_owned(),
+                source,
+            })?;
+        config
+            .validate()
+            .map_err(|reason| LabError::InvalidConfig {
+                path: Some(path.to_owned()),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde cannot: positive finite durations, a usable address block.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(format!(
+                "time_scale must be a positive number, got {}",
+                self.time_scale
+            ));
+        }
+        if self.ip_block == Some(0) {
+            return Err("ip_block must be in 1..=255 (127.0.0.x is left to the host)".into());
+        }
+        let t = &self.timeline;
+        for (name, value) in [
+            ("timeline.starting_deploy", t.starting_deploy),
+            ("timeline.deploying", t.deploying),
+            ("timeline.disk_erasing", t.disk_erasing),
+            ("timeline.talos_boot", t.talos_boot),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "{name} must be a non-negative number of seconds, got {value}"
+                ));
+            }
+        }
+        if matches!(&self.api_keys, Some(keys) if keys.iter().any(|k| k.is_empty())) {
+            return Err("api_keys must not contain an empty key".into());
+        }
+        Ok(())
+    }
+
+    /// A modelled duration converted to real milliseconds.
+    pub(crate) fn scaled_ms(&self, modelled_seconds: f64) -> i64 {
+        (modelled_seconds * self.time_scale * 1000.0).round() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_gives_defaults() {
+        let c: LabConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.time_scale, 0.01);
+        assert_eq!(c.reads_per_minute, 60);
+        assert_eq!(c.writes_per_minute, 20);
+        assert_eq!(c.capacity_per_site, 250);
+        assert_eq!(c.timeline.deploying, 280.0);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(serde_json::from_str::<LabConfig>(r#"{"time_scael":1}"#).is_err());
+        assert!(serde_json::from_str::<LabConfig>(r#"{"timeline":{"boot":1}}"#).is_err());
+    }
+
+    #[test]
+    fn load_reports_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.json");
+        let err = LabConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("lab.json"), "{err}");
+        std::fs::write(&path, r#"{"time_scale": -1}"#).unwrap();
+        let err = LabConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("time_scale") && err.contains("lab.json"),
+            "{err}"
+        );
+        std::fs::write(&path, r#"{"ip_block": 42, "timeline": {"deploying": 5}}"#).unwrap();
+        let c = LabConfig::load(&path).unwrap();
+        assert_eq!(c.ip_block, Some(42));
+        assert_eq!(c.timeline.deploying, 5.0);
+        assert_eq!(c.timeline.talos_boot, 90.0);
+    }
+
+    #[test]
+    fn scaling() {
+        let c = LabConfig {
+            time_scale: 0.5,
+            ..LabConfig::default()
+        };
+        assert_eq!(c.scaled_ms(2.0), 1000);
+    }
+}

@@ -1,0 +1,85 @@
+//! Persistence across restarts and the reinstall lifecycle.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{self, config};
+
+#[tokio::test]
+async fn a_restarted_lab_sees_the_same_world() {
+    let mut lab = harness::start(config(202)).await;
+    let created = lab.create(json!({})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let on = lab.wait_status(&id, "on").await;
+    let before = lab.stats().await;
+    lab.handle.shutdown().await;
+    assert!(lab.dir.path().join("world.json").exists());
+
+    // Another ip_block in the config does not move existing servers.
+    lab.handle = harness::start_in(config(230), lab.dir.path()).await;
+    let again = lab.get(&format!("/servers/{id}"), &[]).await;
+    assert_eq!(again.status, StatusCode::OK);
+    let attributes = &again.body["data"]["attributes"];
+    assert_eq!(attributes["status"], "on");
+    assert_eq!(attributes["primary_ipv4"], "127.0.202.1");
+    assert_eq!(attributes["created_at"], on["attributes"]["created_at"]);
+    assert_eq!(attributes["label"], on["attributes"]["label"]);
+    // Counters survive too, and addresses keep counting.
+    assert_eq!(
+        lab.stats().await["reads"].as_u64().unwrap(),
+        before["reads"].as_u64().unwrap() + 1
+    );
+    let next = lab.create(json!({"hostname": "talos-cp-2"})).await;
+    assert_eq!(next["attributes"]["primary_ipv4"], "127.0.202.2");
+    assert_ne!(next["id"], created["id"]);
+    lab.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn reinstall_erases_then_deploys_again() {
+    let mut cfg = config(210);
+    cfg.timeline.disk_erasing = 1500.0; // 1.5 s of real time: long enough to observe.
+    let lab = harness::start(cfg).await;
+    let id = lab
+        .create(json!({"operating_system": "ubuntu_24_04_x64_lts", "ipxe": null}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lab.wait_status(&id, "on").await;
+
+    let path = format!("/servers/{id}/reinstall");
+    let missing_ipxe = lab
+        .post(
+            &path,
+            json!({"data": {"type": "reinstalls", "attributes": {"operating_system": "ipxe"}}}),
+        )
+        .await;
+    assert_eq!(missing_ipxe.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        missing_ipxe.body["errors"][0]["detail"],
+        "ipxe must be informed"
+    );
+    let unknown = lab
+        .post(
+            "/servers/sv_nope/reinstall",
+            json!({"data": {"type": "reinstalls", "attributes": {}}}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let body = json!({"data": {"type": "reinstalls", "attributes": {
+        "operating_system": "ipxe", "hostname": "talos-cp-1", "ipxe": harness::talos_ipxe()}}});
+    let reply = lab.post(&path, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body, serde_json::Value::Null);
+    let erasing = lab.get(&format!("/servers/{id}"), &[]).await.body;
+    assert_eq!(erasing["data"]["attributes"]["status"], "disk_erasing");
+    assert_eq!(
+        erasing["data"]["attributes"]["operating_system"]["slug"],
+        "ipxe"
+    );
+    lab.wait_status(&id, "deploying").await;
+    lab.wait_status(&id, "on").await;
+    lab.handle.shutdown().await;
+}
