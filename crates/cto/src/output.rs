@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use installer::events::{Approval, Approver, Event, OrderSummary, Reporter};
+use installer::events::{Approval, ApprovalFuture, Approver, Event, OrderSummary, Reporter};
 use serde_json::json;
 
 use crate::cli::Output;
@@ -221,14 +221,22 @@ pub struct PromptApprover {
 }
 
 impl Approver for PromptApprover {
-    fn approve(&self, order: &OrderSummary) -> Approval {
+    fn approve(&self, order: &OrderSummary) -> ApprovalFuture {
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Approval::Unattended;
+            return Box::pin(std::future::ready(Approval::Unattended));
         }
-        match &self.multi {
-            Some(multi) => multi.suspend(|| ask_order(order)),
-            None => ask_order(order),
-        }
+        let multi = self.multi.clone();
+        let order = order.clone();
+        // The terminal read blocks; it runs on a blocking thread so Ctrl-C is still handled
+        // (the install future is dropped and the process exits 130 while the read is pending).
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || match &multi {
+                Some(multi) => multi.suspend(|| ask_order(&order)),
+                None => ask_order(&order),
+            })
+            .await
+            .unwrap_or(Approval::Declined)
+        })
     }
 }
 

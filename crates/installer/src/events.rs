@@ -1,6 +1,8 @@
 //! What an install tells the person (or program) running it. The installer emits [`Event`]s to
 //! a [`Reporter`]; the CLI renders them as progress lines or as one JSON object per line.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use metal::inventory::SiteVerdict;
@@ -165,10 +167,14 @@ pub enum Approval {
     Unattended,
 }
 
-/// Decides whether servers may be ordered.
+/// The future an [`Approver`] returns.
+pub type ApprovalFuture = Pin<Box<dyn Future<Output = Approval> + Send>>;
+
+/// Decides whether servers may be ordered. Asynchronous, so that a person taking their time at
+/// a prompt does not keep Ctrl-C from being handled.
 pub trait Approver: Send + Sync {
     /// Asks about `order`.
-    fn approve(&self, order: &OrderSummary) -> Approval;
+    fn approve(&self, order: &OrderSummary) -> ApprovalFuture;
 }
 
 /// Approves everything (`--yes`, `--lab`).
@@ -176,7 +182,7 @@ pub trait Approver: Send + Sync {
 pub struct AlwaysApprove;
 
 impl Approver for AlwaysApprove {
-    fn approve(&self, _order: &OrderSummary) -> Approval {
-        Approval::Approved
+    fn approve(&self, _order: &OrderSummary) -> ApprovalFuture {
+        Box::pin(std::future::ready(Approval::Approved))
     }
 }

@@ -107,7 +107,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         return Ok(());
     }
 
-    approve(ctx, &to_order, &site)?;
+    approve(ctx, &to_order, &site).await?;
 
     // Record the intent for every order before the first billable call.
     let at = now_rfc3339();
@@ -172,7 +172,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
     }
 }
 
-fn approve<P: Provider>(
+async fn approve<P: Provider>(
     ctx: &mut StepContext<'_, P>,
     to_order: &[MachineOrder],
     site: &str,
@@ -194,7 +194,7 @@ fn approve<P: Provider>(
         hourly_usd: per_server * to_order.len() as f64,
         monthly_usd: monthly_per * to_order.len() as f64,
     };
-    match ctx.approver.approve(&summary) {
+    match ctx.approver.approve(&summary).await {
         Approval::Approved => {
             ctx.update(|cp| cp.resolved.order_approved = true)?;
             Ok(())
