@@ -1,0 +1,402 @@
+//! The installer against an in-memory provider: every step run twice changes nothing the second
+//! time, intent is on disk before each billable call, lost answers never become second servers,
+//! foreign servers are adopted and reinstalled once.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use installer::checkpoint::{CheckpointStore, OrderState};
+use installer::events::{AlwaysApprove, Event, RecordingReporter};
+use installer::spec::InstallRequest;
+use installer::{InstallError, Orchestrator, RunOptions, RunOutcome, Step, StepError};
+use metal::provider::{
+    Deleted, Machine, MachineOrder, MachineState, PlanOffer, ProjectInfo, Provider, ProviderError,
+    ProviderErrorKind, ProviderResult, SiteOffer, StockLevel,
+};
+
+/// What the fake provider holds and counts.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct World {
+    machines: BTreeMap<String, Machine>,
+    creates: usize,
+    reinstalls: usize,
+    deletes: usize,
+}
+
+#[derive(Default)]
+struct FakeProvider {
+    world: Mutex<World>,
+    next_id: Mutex<u32>,
+    /// Create the server but answer as if the answer was lost, this many times.
+    lose_create_answers: Mutex<usize>,
+    /// Where the checkpoint lives, to check the intent is on disk at order time.
+    checkpoint_path: Mutex<Option<PathBuf>>,
+    /// Hostnames whose intent was not on disk when they were ordered.
+    ordered_without_intent: Mutex<Vec<String>>,
+}
+
+impl FakeProvider {
+    fn snapshot(&self) -> World {
+        self.world.lock().unwrap().clone()
+    }
+
+    fn add(&self, hostname: &str, os: &str, state: MachineState) -> String {
+        let mut n = self.next_id.lock().unwrap();
+        *n += 1;
+        let id = format!("sv_fake{n}");
+        let machine = Machine {
+            id: id.clone(),
+            hostname: hostname.to_owned(),
+            state,
+            raw_status: match state {
+                MachineState::Ready => "on".into(),
+                MachineState::Failed => "failed_deployment".into(),
+                _ => "deploying".into(),
+            },
+            primary_ipv4: Some(Ipv4Addr::new(192, 0, 2, *n as u8)),
+            site: Some("MIA2".into()),
+            plan: Some("c2-small-x86".into()),
+            operating_system: Some(os.to_owned()),
+            hourly_usd: Some(0.21),
+        };
+        self.world
+            .lock()
+            .unwrap()
+            .machines
+            .insert(id.clone(), machine);
+        id
+    }
+}
+
+fn offer(slug: &str) -> PlanOffer {
+    let site = |site: &str, in_stock: bool| SiteOffer {
+        site: site.into(),
+        country: "United States".into(),
+        in_stock,
+        stock_level: StockLevel::High,
+        hourly_usd: Some(0.21),
+        monthly_usd: Some(146.0),
+    };
+    PlanOffer {
+        slug: slug.into(),
+        name: slug.replace('-', "."),
+        sites: vec![site("MIA2", true), site("DAL", true), site("ASH", false)],
+    }
+}
+
+impl Provider for FakeProvider {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn check_project(&self) -> ProviderResult<ProjectInfo> {
+        Ok(ProjectInfo {
+            id: "proj_fake".into(),
+            slug: "fake".into(),
+            name: "Fake".into(),
+        })
+    }
+
+    async fn plan_offers(&self) -> ProviderResult<Vec<PlanOffer>> {
+        Ok(vec![offer("c2-small-x86")])
+    }
+
+    async fn list_machines(&self) -> ProviderResult<Vec<Machine>> {
+        Ok(self
+            .world
+            .lock()
+            .unwrap()
+            .machines
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn get_machine(&self, id: &str) -> ProviderResult<Option<Machine>> {
+        Ok(self.world.lock().unwrap().machines.get(id).cloned())
+    }
+
+    async fn create_machine(&self, order: &MachineOrder) -> ProviderResult<Machine> {
+        if let Some(path) = self.checkpoint_path.lock().unwrap().clone() {
+            let cp: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let record = cp["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["hostname"] == order.hostname.as_str())
+                .unwrap();
+            if record["order"]["state"] != "intended" {
+                self.ordered_without_intent
+                    .lock()
+                    .unwrap()
+                    .push(order.hostname.clone());
+            }
+        }
+        assert_eq!(order.site, "MIA2");
+        assert!(order.ipxe_url.ends_with("/metal-amd64"));
+        let id = self.add(&order.hostname, "ipxe", MachineState::Ready);
+        self.world.lock().unwrap().creates += 1;
+        let mut lose = self.lose_create_answers.lock().unwrap();
+        if *lose > 0 {
+            *lose -= 1;
+            return Err(ProviderError::new(
+                ProviderErrorKind::Ambiguous,
+                "POST /servers answered 502: the order may exist",
+            ));
+        }
+        Ok(self.world.lock().unwrap().machines[&id].clone())
+    }
+
+    async fn reinstall_ipxe(
+        &self,
+        id: &str,
+        _hostname: &str,
+        _ipxe_url: &str,
+    ) -> ProviderResult<()> {
+        let mut world = self.world.lock().unwrap();
+        world.reinstalls += 1;
+        let m = world.machines.get_mut(id).unwrap();
+        m.operating_system = Some("ipxe".into());
+        m.state = MachineState::Provisioning;
+        m.raw_status = "disk_erasing".into();
+        Ok(())
+    }
+
+    async fn delete_machine(&self, id: &str) -> ProviderResult<Deleted> {
+        let mut world = self.world.lock().unwrap();
+        world.deletes += 1;
+        Ok(match world.machines.remove(id) {
+            Some(_) => Deleted::Deleted,
+            None => Deleted::AlreadyGone,
+        })
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    provider: Arc<FakeProvider>,
+    reporter: Arc<RecordingReporter>,
+}
+
+impl Fixture {
+    fn new(cluster: &str, nodes: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let spec = InstallRequest {
+            cluster_name: cluster.into(),
+            nodes,
+            control_planes: 1,
+            sync_timeout_minutes: 30,
+            project: Some("proj_fake".into()),
+            api_url: "https://api.example.invalid".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        drop(CheckpointStore::create(&state, spec).unwrap());
+        let provider = Arc::new(FakeProvider::default());
+        *provider.checkpoint_path.lock().unwrap() = Some(state.join("checkpoint.json"));
+        Fixture {
+            _dir: dir,
+            state,
+            provider,
+            reporter: Arc::new(RecordingReporter::default()),
+        }
+    }
+
+    async fn run_to(&self, step: Step) -> Result<RunOutcome, InstallError> {
+        let store = CheckpointStore::resume(&self.state).unwrap();
+        let mut orchestrator = Orchestrator::new(
+            Arc::clone(&self.provider),
+            store,
+            self.reporter.clone(),
+            Arc::new(AlwaysApprove),
+            RunOptions {
+                stop_after: Some(step),
+                timings: Default::default(),
+            },
+        );
+        orchestrator.run(true).await
+    }
+
+    fn forget(&self, step: Step) {
+        let mut store = CheckpointStore::resume(&self.state).unwrap();
+        store
+            .update(|cp| cp.completed.retain(|s| *s != step))
+            .unwrap();
+    }
+
+    fn checkpoint(&self) -> installer::checkpoint::Checkpoint {
+        CheckpointStore::read(&self.state).unwrap()
+    }
+}
+
+const PHASE_ONE_WITHOUT_TALOS: [Step; 4] = [
+    Step::ValidatingPrerequisites,
+    Step::CreatingServers,
+    Step::WaitingServersReady,
+    Step::BootingTalos,
+];
+
+#[tokio::test]
+async fn every_step_run_twice_changes_nothing_the_second_time() {
+    let f = Fixture::new("twice", 3);
+    for step in PHASE_ONE_WITHOUT_TALOS {
+        assert_eq!(
+            f.run_to(step).await.unwrap(),
+            RunOutcome::StoppedAfter(step)
+        );
+        let world = f.provider.snapshot();
+        let servers = f.checkpoint().servers;
+
+        f.forget(step);
+        assert_eq!(
+            f.run_to(step).await.unwrap(),
+            RunOutcome::StoppedAfter(step)
+        );
+        assert_eq!(
+            f.provider.snapshot(),
+            world,
+            "{step} changed the world when run again"
+        );
+        assert_eq!(
+            f.checkpoint().servers,
+            servers,
+            "{step} changed the records when run again"
+        );
+    }
+    let world = f.provider.snapshot();
+    assert_eq!(world.creates, 3);
+    assert_eq!(world.reinstalls, 0);
+    let hostnames: Vec<_> = world
+        .machines
+        .values()
+        .map(|m| m.hostname.clone())
+        .collect();
+    assert_eq!(
+        hostnames,
+        ["twice-cp-1", "twice-worker-1", "twice-worker-2"]
+    );
+}
+
+#[tokio::test]
+async fn the_intent_is_on_disk_before_every_order() {
+    let f = Fixture::new("intent", 3);
+    f.run_to(Step::CreatingServers).await.unwrap();
+    assert!(f.provider.ordered_without_intent.lock().unwrap().is_empty());
+    for s in f.checkpoint().servers {
+        assert!(
+            matches!(s.order, OrderState::Ordered { adopted: false, .. }),
+            "{s:?}"
+        );
+        assert!(s.id.is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_lost_order_answer_is_looked_up_not_ordered_again() {
+    let f = Fixture::new("lost", 2);
+    *f.provider.lose_create_answers.lock().unwrap() = 2;
+    f.run_to(Step::CreatingServers).await.unwrap();
+    let world = f.provider.snapshot();
+    assert_eq!(world.creates, 2, "exactly one order per server");
+    assert_eq!(world.machines.len(), 2);
+    let adopted = f
+        .reporter
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::ServerAdopted { .. }))
+        .count();
+    assert_eq!(adopted, 2);
+}
+
+#[tokio::test]
+async fn an_existing_server_on_another_os_is_adopted_and_reinstalled_once() {
+    let f = Fixture::new("adopt", 1);
+    let id = f
+        .provider
+        .add("adopt-cp-1", "ubuntu_24_04_x64_lts", MachineState::Ready);
+    f.run_to(Step::BootingTalos).await.unwrap();
+    let world = f.provider.snapshot();
+    assert_eq!(world.creates, 0, "adopted, not ordered");
+    assert_eq!(world.reinstalls, 1);
+    assert_eq!(
+        world.machines[&id].operating_system.as_deref(),
+        Some("ipxe")
+    );
+    let cp = f.checkpoint();
+    assert_eq!(cp.servers[0].id.as_deref(), Some(id.as_str()));
+    assert!(matches!(
+        cp.servers[0].order,
+        OrderState::Ordered { adopted: true, .. }
+    ));
+
+    f.forget(Step::BootingTalos);
+    f.run_to(Step::BootingTalos).await.unwrap();
+    assert_eq!(f.provider.snapshot().reinstalls, 1, "not reinstalled twice");
+}
+
+#[tokio::test]
+async fn a_failed_deployment_stops_the_wait_naming_the_server() {
+    let f = Fixture::new("fail", 1);
+    let id = f.provider.add("fail-cp-1", "ipxe", MachineState::Failed);
+    let err = f.run_to(Step::WaitingServersReady).await.unwrap_err();
+    match &err {
+        InstallError::Step {
+            step: Step::WaitingServersReady,
+            source:
+                StepError::ServerFailed {
+                    hostname,
+                    id: failed,
+                    status,
+                },
+            ..
+        } => {
+            assert_eq!(hostname, "fail-cp-1");
+            assert_eq!(failed, &id);
+            assert_eq!(status, "failed_deployment");
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(
+        err.to_string().contains("3/22 WaitingServersReady"),
+        "{err}"
+    );
+    let cp = f.checkpoint();
+    assert_eq!(cp.last_error.unwrap().step, Step::WaitingServersReady);
+    assert_eq!(
+        cp.completed,
+        [Step::ValidatingPrerequisites, Step::CreatingServers]
+    );
+}
+
+#[tokio::test]
+async fn two_servers_with_one_of_our_hostnames_stop_the_install() {
+    let f = Fixture::new("dup", 1);
+    f.provider.add("dup-cp-1", "ipxe", MachineState::Ready);
+    f.provider.add("dup-cp-1", "ipxe", MachineState::Ready);
+    let err = f.run_to(Step::CreatingServers).await.unwrap_err();
+    assert!(
+        err.to_string().contains("2 servers are named dup-cp-1"),
+        "{err}"
+    );
+    assert_eq!(f.provider.snapshot().creates, 0);
+}
+
+#[tokio::test]
+async fn a_pinned_site_without_stock_is_a_prerequisite_failure() {
+    let f = Fixture::new("pin", 1);
+    let mut store = CheckpointStore::resume(&f.state).unwrap();
+    store
+        .update(|cp| cp.spec.region = installer::spec::RegionChoice::Fixed { site: "ASH".into() })
+        .unwrap();
+    drop(store);
+    let err = f.run_to(Step::CreatingServers).await.unwrap_err();
+    assert_eq!(err.class(), installer::ErrorClass::Prerequisites, "{err}");
+    assert!(err.to_string().contains("ASH"), "{err}");
+    assert_eq!(f.provider.snapshot().creates, 0);
+}
