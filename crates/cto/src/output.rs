@@ -125,12 +125,10 @@ impl Reporter for TextReporter {
             } => {
                 let bar = self.current.lock().ok().and_then(|mut c| c.take());
                 match bar {
+                    // Finished steps become permanent lines, in order, above the spinner.
                     Some(bar) => {
-                        bar.set_style(
-                            ProgressStyle::with_template("✓ [{prefix}] {msg}")
-                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                        );
-                        bar.finish_with_message(format!("{step} ({elapsed_s:.1}s)"));
+                        bar.finish_and_clear();
+                        self.line(format!("✓ [{number}/22] {step} ({elapsed_s:.1}s)"));
                     }
                     None => eprintln!("[{number}/22] {step} done in {elapsed_s:.1}s"),
                 }
@@ -178,10 +176,8 @@ impl Reporter for TextReporter {
                 "      adopted existing {hostname} ({id}, {status})"
             )),
             Event::Warning { message } => self.line(format!("warning: {message}")),
-            Event::StoppedAfter { step } => self.line(format!(
-                "Stopped after [{}/22] {step} as asked (--stop-after).",
-                step.number()
-            )),
+            // The command prints the outcome and the resume command itself.
+            Event::StoppedAfter { .. } => {}
         }
     }
 }
@@ -230,9 +226,17 @@ impl Approver for PromptApprover {
         // The terminal read blocks; it runs on a blocking thread so Ctrl-C is still handled
         // (the install future is dropped and the process exits 130 while the read is pending).
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || match &multi {
-                Some(multi) => multi.suspend(|| ask_order(&order)),
-                None => ask_order(&order),
+            // Spinners are hidden (not suspended: suspending holds a lock for the whole read,
+            // which would deadlock an interrupted run's cleanup) while the question is open.
+            tokio::task::spawn_blocking(move || {
+                if let Some(multi) = &multi {
+                    multi.set_draw_target(ProgressDrawTarget::hidden());
+                }
+                let answer = ask_order(&order);
+                if let Some(multi) = &multi {
+                    multi.set_draw_target(ProgressDrawTarget::stderr());
+                }
+                answer
             })
             .await
             .unwrap_or(Approval::Declined)
