@@ -29,6 +29,40 @@ fn run(name: &str, mut cmd: Command) -> bool {
     }
 }
 
+/// True when `program --version`-like `args` runs successfully.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The end-to-end tests drive the lab's Kubernetes API with a real `kubectl`. Machines of this
+/// project's kind ship one; if it is missing, install Debian's (as root) or say how.
+fn ensure_kubectl() -> bool {
+    if runs("kubectl", &["version", "--client"]) {
+        return true;
+    }
+    eprintln!("xtask: kubectl is missing; the end-to-end tests need it");
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if is_root && runs("apt-get", &["--version"]) {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "kubernetes-client"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        if run("apt-get update", update) && run("install kubectl", install) {
+            return runs("kubectl", &["version", "--client"]);
+        }
+    }
+    eprintln!("xtask: install kubectl (Debian: `apt-get install kubernetes-client`) and run again");
+    false
+}
+
 fn ci() -> bool {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -43,10 +77,13 @@ fn ci() -> bool {
     ]);
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run("format check", fmt) && run("clippy", clippy) && run("tests", test)
+    run("format check", fmt) && run("clippy", clippy) && ensure_kubectl() && run("tests", test)
 }
 
 fn e2e() -> bool {
+    if !ensure_kubectl() {
+        return false;
+    }
     let mut test = cargo();
     test.args(["test", "-p", "cto", "--test", "it"]);
     run("end-to-end tests", test)

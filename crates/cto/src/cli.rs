@@ -110,6 +110,15 @@ pub struct InstallArgs {
     /// Platform profile: minimal, standard or full [default: standard].
     #[arg(long)]
     pub profile: Option<String>,
+    /// Talos machine-config patch for every node: `@file.yaml` or inline YAML (repeatable).
+    #[arg(long, value_name = "@FILE")]
+    pub config_patch: Vec<String>,
+    /// Talos machine-config patch for control planes only (repeatable).
+    #[arg(long, value_name = "@FILE")]
+    pub config_patch_control_plane: Vec<String>,
+    /// Talos machine-config patch for workers only (repeatable).
+    #[arg(long, value_name = "@FILE")]
+    pub config_patch_worker: Vec<String>,
     /// Image Factory base URL [default: https://factory.talos.dev].
     #[arg(long)]
     pub image_factory_url: Option<String>,

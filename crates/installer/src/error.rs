@@ -57,7 +57,7 @@ pub enum InstallError {
     },
     /// The step exists in the plan but this version does not implement it yet.
     #[error(
-        "step {number}/22 {step} is not implemented yet in cto v{version}; steps 1-5 are done and the checkpoint is saved. The servers are running and billed: release them with `cto destroy`"
+        "step {number}/22 {step} is not implemented yet in cto v{version}; the steps before it are done and the checkpoint is saved. The servers are running and billed: release them with `cto destroy`"
     )]
     NotImplemented {
         /// The step.

@@ -7,6 +7,7 @@
 //! never prints.
 
 pub mod checkpoint;
+pub mod cluster_api;
 pub mod error;
 pub mod events;
 pub mod orchestrator;
@@ -18,3 +19,4 @@ pub use error::{ErrorClass, InstallError, StepError};
 pub use orchestrator::{Orchestrator, RunOptions, RunOutcome, Timings};
 pub use spec::{ClusterSpec, InstallRequest};
 pub use step::Step;
+pub use steps::{CONTROLPLANE_FILE, KUBECONFIG_FILE, SECRETS_FILE, TALOSCONFIG_FILE, WORKER_FILE};

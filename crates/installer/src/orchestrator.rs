@@ -30,6 +30,10 @@ pub struct Timings {
     pub maintenance_timeout: Duration,
     /// Timeout of one maintenance probe (connect + TLS + one RPC).
     pub probe_timeout: Duration,
+    /// How long a node may take to install Talos and reboot into its config.
+    pub install_timeout: Duration,
+    /// How long etcd, the Kubernetes API and node registration may take.
+    pub kubernetes_timeout: Duration,
     /// Most provider writes in flight at once.
     pub max_parallel_orders: usize,
 }
@@ -42,6 +46,8 @@ impl Default for Timings {
             servers_ready_timeout: Duration::from_secs(45 * 60),
             maintenance_timeout: Duration::from_secs(45 * 60),
             probe_timeout: Duration::from_secs(5),
+            install_timeout: Duration::from_secs(30 * 60),
+            kubernetes_timeout: Duration::from_secs(20 * 60),
             max_parallel_orders: 4,
         }
     }

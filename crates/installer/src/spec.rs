@@ -90,6 +90,42 @@ impl fmt::Display for Role {
     }
 }
 
+/// Which machines a config patch applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchScope {
+    /// `--config-patch`: every machine.
+    All,
+    /// `--config-patch-control-plane`.
+    ControlPlane,
+    /// `--config-patch-worker`.
+    Worker,
+}
+
+impl PatchScope {
+    /// The flag that carries patches of this scope.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PatchScope::All => "--config-patch",
+            PatchScope::ControlPlane => "--config-patch-control-plane",
+            PatchScope::Worker => "--config-patch-worker",
+        }
+    }
+}
+
+/// A Talos machine-config patch as given on the command line. Its text is kept in the
+/// checkpoint, so a resumed install applies exactly what the first run validated even if the
+/// file changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchSource {
+    /// Which machines it applies to.
+    pub scope: PatchScope,
+    /// Where it came from (`@patch.yaml` → the path; inline YAML → `inline`).
+    pub source: String,
+    /// The YAML text.
+    pub content: String,
+}
+
 /// The raw install flags, as the user typed them. Options are flags that were not given.
 #[derive(Debug, Clone, Default)]
 pub struct InstallRequest {
@@ -127,6 +163,8 @@ pub struct InstallRequest {
     pub image_factory_url: Option<String>,
     /// `--lab`: the provider is the built-in lab, started by `cto` itself.
     pub lab: bool,
+    /// `--config-patch*`, in the order given.
+    pub config_patches: Vec<PatchSource>,
 }
 
 /// The validated install plan. Stored in the checkpoint; `--resume` compares against it.
@@ -164,6 +202,9 @@ pub struct ClusterSpec {
     /// run to run; `api_url` then records the first run's address only.
     #[serde(default)]
     pub lab: bool,
+    /// Talos config patches, validated, in the order they apply.
+    #[serde(default)]
+    pub config_patches: Vec<PatchSource>,
 }
 
 /// A node the spec asks for.
@@ -321,6 +362,7 @@ impl InstallRequest {
             api_url: spec.api_url.clone(),
             image_factory_url: spec.image_factory_url.clone(),
             lab: spec.lab,
+            config_patches: spec.config_patches.clone(),
         }
     }
 
@@ -498,6 +540,11 @@ impl InstallRequest {
             .map(|u| validate_url("--image-factory-url", u))
             .transpose()?;
 
+        for patch in &self.config_patches {
+            metal::talos::config::ConfigPatch::parse(&patch.source, &patch.content)
+                .map_err(|e| refuse(patch.scope.flag(), &patch.source, e.to_string()))?;
+        }
+
         Ok(ClusterSpec {
             cluster_name: self.cluster_name.clone(),
             nodes: self.nodes,
@@ -514,6 +561,7 @@ impl InstallRequest {
             api_url,
             image_factory_url,
             lab: self.lab,
+            config_patches: self.config_patches.clone(),
         })
     }
 }
@@ -537,6 +585,25 @@ impl fmt::Display for SpecDifference {
             self.field, self.checkpoint, self.requested
         )
     }
+}
+
+/// One line per patch set: flag, source, and a fingerprint of the content, so a changed file
+/// shows up as a difference.
+fn describe_patches(patches: &[PatchSource]) -> String {
+    if patches.is_empty() {
+        return "none".to_owned();
+    }
+    patches
+        .iter()
+        .map(|p| {
+            // FNV-1a: a stable fingerprint, not a security measure.
+            let hash = p.content.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            format!("{} {} (content {hash:016x})", p.scope.flag(), p.source)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ClusterSpec {
@@ -635,6 +702,11 @@ impl ClusterSpec {
             cmp("api_url", self.api_url.clone(), requested.api_url.clone());
         }
         cmp("lab", self.lab.to_string(), requested.lab.to_string());
+        cmp(
+            "config_patches",
+            describe_patches(&self.config_patches),
+            describe_patches(&requested.config_patches),
+        );
         cmp(
             "image_factory_url",
             opt(&self.image_factory_url),

@@ -59,6 +59,16 @@ pub struct Timeline {
     pub disk_erasing: f64,
     /// From the end of `deploying` until an iPXE-booted Talos answers on port 50000.
     pub talos_boot: f64,
+    /// From `ApplyConfiguration` in maintenance mode until the node answers again in normal
+    /// (mutual TLS) mode: the install to disk and the reboot, during which port 50000 is closed.
+    pub talos_install: f64,
+    /// From normal mode until a control plane accepts `Bootstrap` (before that it answers
+    /// `FailedPrecondition` "bootstrap is not available yet", as the etcd service is not yet
+    /// waiting for it).
+    pub bootstrap_ready: f64,
+    /// From the moment both the node is in normal mode and its cluster is bootstrapped until
+    /// its kubelet registers the Node object.
+    pub kubelet_start: f64,
 }
 
 impl Default for Timeline {
@@ -68,6 +78,9 @@ impl Default for Timeline {
             deploying: 280.0,
             disk_erasing: 120.0,
             talos_boot: 90.0,
+            talos_install: 120.0,
+            bootstrap_ready: 10.0,
+            kubelet_start: 30.0,
         }
     }
 }
@@ -110,6 +123,9 @@ impl LabConfig {
             ("timeline.deploying", t.deploying),
             ("timeline.disk_erasing", t.disk_erasing),
             ("timeline.talos_boot", t.talos_boot),
+            ("timeline.talos_install", t.talos_install),
+            ("timeline.bootstrap_ready", t.bootstrap_ready),
+            ("timeline.kubelet_start", t.kubelet_start),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!(

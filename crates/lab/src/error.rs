@@ -71,4 +71,19 @@ pub enum LabError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The lab's Kubernetes API server could not listen on its address.
+    #[error("cannot listen on {addr} for the lab's Kubernetes API: {source}")]
+    KubeBind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A certificate or key of the lab's Kubernetes API could not be loaded or issued (the
+    /// cluster CA is not a usable PEM certificate and key, a SAN is not a valid name, ...).
+    #[error("lab Kubernetes API certificates: {reason}")]
+    KubePki {
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -4,8 +4,11 @@
 //! * A Latitude.sh-compatible REST API ([`start`]): JSON:API bodies, bearer authentication,
 //!   per-key rate limits with Latitude's 429 body, paging, plans with live stock, servers that
 //!   go through `starting_deploy` → `deploying` → `on` on a scaled clock, reinstalls, SSH keys.
-//! * Talos nodes in maintenance mode: each iPXE server whose boot script would load Talos
-//!   listens on `<primary_ipv4>:50000` (a 127.0.x.y loopback address) with TLS and HTTP/2 gRPC.
+//! * Talos nodes: each iPXE server whose boot script would load Talos listens on
+//!   `<primary_ipv4>:50000` (a 127.0.x.y loopback address) with TLS and HTTP/2 gRPC, in
+//!   maintenance mode until `ApplyConfiguration`, then (after a modelled install) in normal mode
+//!   with mutual TLS: `Bootstrap`, etcd members, `Kubeconfig`, and the cluster's Kubernetes API
+//!   on `<control plane>:6443` with the nodes' Node objects.
 //! * A persistent world (`world.json` in the state directory), so a restarted lab, or a resumed
 //!   installer, finds the same servers with the same IDs and addresses.
 //!
@@ -19,6 +22,9 @@ mod catalogue;
 mod config;
 mod error;
 mod ipxe;
+/// The Kubernetes API server a Talos control plane runs (`<ip>:6443`), public so that
+/// integration tests can start one on its own: [`kube::start`], [`kube::admin_kubeconfig`].
+pub mod kube;
 mod lifecycle;
 mod ratelimit;
 mod state;

@@ -79,6 +79,7 @@ mod tests {
             },
             ssh_keys: vec![],
             tags: vec![],
+            talos: None,
         }
     }
 

@@ -83,6 +83,26 @@ pub(crate) struct Server {
     pub lifecycle: Lifecycle,
     pub ssh_keys: Vec<String>,
     pub tags: Vec<String>,
+    /// What happened to the Talos running on an iPXE server since it booted: absent while it
+    /// is in maintenance mode (and for every other server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talos: Option<TalosState>,
+}
+
+/// The persisted Talos state of one server, reset by a reinstall. Everything else (listener
+/// mode, etcd members, the Kubernetes API and its Node objects) is derived from it and the clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TalosState {
+    /// `lifecycle.started_at_ms` when the configuration was applied: a state from an older
+    /// lifecycle (before a reinstall) is ignored.
+    pub generation: i64,
+    /// The machine configuration as applied (YAML).
+    pub config: String,
+    /// When `ApplyConfiguration` accepted it; the install and reboot start then.
+    pub applied_at_ms: i64,
+    /// When `Bootstrap` succeeded on this node (control planes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrapped_at_ms: Option<i64>,
 }
 
 /// An SSH key registered with the provider.

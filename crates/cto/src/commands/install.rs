@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use installer::checkpoint::CheckpointStore;
 use installer::events::{AlwaysApprove, Approver};
-use installer::spec::InstallRequest;
+use installer::spec::{InstallRequest, PatchScope, PatchSource};
 use installer::{ClusterSpec, InstallError, Orchestrator, RunOptions, RunOutcome, Step};
 use serde_json::json;
 
@@ -25,8 +25,42 @@ const DEFAULT_SYNC_TIMEOUT: u32 = 30;
 /// Cluster name used by `--lab` when none is given.
 const LAB_CLUSTER_NAME: &str = "lab";
 
+/// Reads the `--config-patch*` flags: `@path` is a file, anything else inline YAML.
+fn read_patches(args: &InstallArgs) -> Result<Vec<PatchSource>, Failure> {
+    let mut out = Vec::new();
+    for (scope, values) in [
+        (PatchScope::All, &args.config_patch),
+        (PatchScope::ControlPlane, &args.config_patch_control_plane),
+        (PatchScope::Worker, &args.config_patch_worker),
+    ] {
+        for value in values {
+            let (source, content) = match value.strip_prefix('@') {
+                Some(path) => {
+                    let content = std::fs::read_to_string(path).map_err(|e| {
+                        usage(format!(
+                            "invalid {} '{value}': cannot read {path}: {e}",
+                            scope.flag()
+                        ))
+                    })?;
+                    (path.to_owned(), content)
+                }
+                None => ("inline".to_owned(), value.clone()),
+            };
+            out.push(PatchSource {
+                scope,
+                source,
+                content,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Overlays the flags the user typed onto `base`.
-fn overlay(base: &mut InstallRequest, args: &InstallArgs) {
+fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSource>) {
+    if !patches.is_empty() {
+        base.config_patches = patches;
+    }
     if let Some(v) = &args.cluster_name {
         base.cluster_name = v.clone();
     }
@@ -104,7 +138,7 @@ fn fresh_spec(args: &InstallArgs) -> Result<ClusterSpec, Failure> {
         api_url: context::DEFAULT_API_URL.to_owned(),
         ..Default::default()
     };
-    overlay(&mut request, args);
+    overlay(&mut request, args, read_patches(args)?);
     if request.cluster_name.is_empty() {
         return Err(usage(
             "--cluster-name is required (it names every server: <name>-cp-1, <name>-worker-1)",
@@ -121,7 +155,7 @@ fn fresh_spec(args: &InstallArgs) -> Result<ClusterSpec, Failure> {
 /// The spec of a resumed install: the checkpoint's, with the typed flags checked against it.
 fn resumed_spec(args: &InstallArgs, stored: &ClusterSpec) -> Result<ClusterSpec, Failure> {
     let mut request = InstallRequest::from_spec(stored);
-    overlay(&mut request, args);
+    overlay(&mut request, args, read_patches(args)?);
     if stored.lab {
         request.project = Some(stored.project.clone());
         request.api_url = stored.api_url.clone();

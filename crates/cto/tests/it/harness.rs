@@ -83,6 +83,29 @@ impl LabProcess {
         }
     }
 
+    /// Serves an existing world (such as `<state-dir>/lab` of an in-process `--lab` install),
+    /// so its nodes and Kubernetes API can be reached after `cto` exited.
+    pub fn reopen(world: &Path) -> LabProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(cto_bin())
+            .args(["lab", "serve", "--listen", "127.0.0.1:0", "--state"])
+            .arg(world)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("lab printed nothing").unwrap();
+        let url = first.strip_prefix("LATITUDE_API_URL=").unwrap().to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        LabProcess {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
     /// GET `path` on the lab with the test key; returns the JSON body.
     pub fn get(&self, path: &str) -> Value {
         http_get(&self.url, path, Some(KEY))

@@ -6,3 +6,4 @@ mod destroy;
 mod harness;
 mod install;
 mod regions;
+mod talos;

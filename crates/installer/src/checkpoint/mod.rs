@@ -5,7 +5,7 @@ pub mod model;
 pub mod store;
 
 pub use model::{
-    BootState, CHECKPOINT_VERSION, Checkpoint, FailureRecord, Interruption, OrderState, Resolved,
-    ServerRecord, now_rfc3339,
+    BootState, CHECKPOINT_VERSION, Checkpoint, ConfigState, FailureRecord, Interruption,
+    OrderState, Resolved, ServerRecord, now_rfc3339,
 };
 pub use store::{CHECKPOINT_FILE, CheckpointError, CheckpointStore, LOCK_FILE, LOG_FILE};

@@ -71,6 +71,15 @@ pub struct Resolved {
     pub monthly_usd: Option<f64>,
     /// The user approved ordering (or `--yes`/`--lab`).
     pub order_approved: bool,
+    /// sha256 of `secrets.yaml` when it was generated; a later run refuses a changed file.
+    #[serde(default)]
+    pub secrets_sha256: Option<String>,
+    /// The Kubernetes API endpoint (`https://<first control plane>:6443`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The first control plane accepted `Bootstrap` (or said it already was).
+    #[serde(default)]
+    pub bootstrapped: bool,
 }
 
 /// Where the order of one server stands. The intent is written *before* the billable call, so
@@ -138,6 +147,32 @@ pub struct ServerRecord {
     pub boot: BootState,
     /// SPKI fingerprint of the node's maintenance-mode certificate, once seen.
     pub maintenance_spki: Option<String>,
+    /// Where applying the machine config stands.
+    #[serde(default)]
+    pub config: ConfigState,
+    /// The node answered over mutual TLS with the cluster's OS CA: Talos is installed.
+    #[serde(default)]
+    pub installed: bool,
+}
+
+/// Where applying a node's machine config stands. Like an order, the intent is written before
+/// the call, so a run killed in between knows the node may already be installing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ConfigState {
+    /// Not applied.
+    #[default]
+    NotApplied,
+    /// `ApplyConfiguration` was (or was about to be) sent at `at`.
+    Intended {
+        /// When.
+        at: String,
+    },
+    /// The node accepted the config.
+    Applied {
+        /// When.
+        at: String,
+    },
 }
 
 /// A failure, kept so `cto status` can say what went wrong.
@@ -182,6 +217,8 @@ impl Checkpoint {
                 hourly_usd: None,
                 boot: BootState::Unknown,
                 maintenance_spki: None,
+                config: ConfigState::NotApplied,
+                installed: false,
             })
             .collect();
         Checkpoint {

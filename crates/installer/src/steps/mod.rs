@@ -6,6 +6,11 @@
 mod infrastructure;
 mod maintenance;
 mod prerequisites;
+mod talos_bootstrap;
+
+pub use talos_bootstrap::{
+    CONTROLPLANE_FILE, KUBECONFIG_FILE, SECRETS_FILE, TALOSCONFIG_FILE, WORKER_FILE,
+};
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::error::{InstallError, StepError};
 use crate::events::{Approver, Event, Reporter};
 use crate::orchestrator::Timings;
+use crate::spec::Role;
 use crate::step::Step;
 
 /// Everything a step may use.
@@ -109,7 +115,7 @@ pub(crate) type StepResult = Result<(), StepFailure>;
 
 /// True for the steps this build implements.
 pub(crate) fn is_implemented(step: Step) -> bool {
-    step <= Step::WaitingTalosMaintenance
+    step <= Step::WaitingWorkerJoin
 }
 
 /// Runs one step.
@@ -120,6 +126,13 @@ pub(crate) async fn run<P: Provider>(step: Step, ctx: &mut StepContext<'_, P>) -
         Step::WaitingServersReady => infrastructure::waiting_servers_ready(ctx).await,
         Step::BootingTalos => infrastructure::booting_talos(ctx).await,
         Step::WaitingTalosMaintenance => maintenance::waiting_talos_maintenance(ctx).await,
+        Step::GeneratingConfigs => talos_bootstrap::generating_configs(ctx).await,
+        Step::ApplyingCPConfig => talos_bootstrap::applying_configs(ctx, Role::ControlPlane).await,
+        Step::WaitingCPInstall => talos_bootstrap::waiting_installed(ctx, Role::ControlPlane).await,
+        Step::Bootstrapping => talos_bootstrap::bootstrapping(ctx).await,
+        Step::WaitingKubernetes => talos_bootstrap::waiting_kubernetes(ctx).await,
+        Step::ApplyingWorkerConfig => talos_bootstrap::applying_configs(ctx, Role::Worker).await,
+        Step::WaitingWorkerJoin => talos_bootstrap::waiting_worker_join(ctx).await,
         other => Err(StepFailure::Failed(StepError::Inconsistent {
             what: format!("an implementation of {other} in this build"),
         })),

@@ -288,6 +288,7 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             lifecycle: Lifecycle { kind: LifecycleKind::Deploy, started_at_ms: now },
             ssh_keys: order.ssh_keys,
             tags: order.tags,
+            talos: None,
         };
         tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
         let rendered = resources::server(world, &lab.config, &server, now);
@@ -365,6 +366,8 @@ pub(crate) async fn reinstall(
             kind: LifecycleKind::Reinstall,
             started_at_ms: now,
         };
+        // A reinstall wipes the disk: the node boots into maintenance mode again.
+        server.talos = None;
         tracing::info!(id = %server.id, os = %server.operating_system, "server reinstalling");
         Ok(())
     })?;

@@ -1,51 +1,118 @@
-//! Talos nodes on loopback addresses. A background reconciler (every 50 ms) compares the world
-//! with the running nodes: an iPXE server whose boot script would load Talos gets a
-//! maintenance-mode node on `<primary_ipv4>:50000` once its deploy finished and
-//! `timeline.talos_boot` elapsed; a node stops when its server is reinstalled (it comes back,
-//! with a new identity, after the reinstall) or deleted, and when the lab shuts down.
+//! Talos nodes on loopback addresses, and the Kubernetes APIs of the clusters they form.
+//!
+//! A background reconciler (every 50 ms) derives from the persisted world and the clock what
+//! should be running, and makes it so:
+//!
+//! * **Nodes** ([`node`], [`grpc`]): an iPXE server whose boot script would load Talos comes up
+//!   `timeline.talos_boot` after its deploy in **maintenance mode** on `<primary_ipv4>:50000`
+//!   (ephemeral self-signed identity, no client certificate). `ApplyConfiguration` stores the
+//!   validated machine configuration ([`machine_config`]) in the world; the port then closes for
+//!   `timeline.talos_install` (install and reboot) and the node comes back in **normal mode**:
+//!   mutual TLS with a certificate issued from the configuration's OS CA (workers get theirs
+//!   from a control plane's key, as from trustd). A reinstall or a delete stops the node; a
+//!   reinstall also wipes its Talos state, so it boots into maintenance mode again.
+//! * **Clusters** ([`cluster`]): nodes with the same `cluster.id`. Once a control plane accepted
+//!   `Bootstrap`, the cluster has etcd (its members: every control plane in normal mode) and a
+//!   Kubernetes API ([`crate::kube`]) on `<that control plane's ip>:6443`, with a serving
+//!   certificate from the cluster CA. Each node of the cluster in normal mode registers its Node
+//!   (NotReady: no CNI yet) `timeline.kubelet_start` after both it and the API are up.
+//!
+//! Nothing of this is stored except each server's [`crate::world::TalosState`] (the applied
+//! configuration, when, and when it bootstrapped etcd), so a restarted lab brings back every
+//! listener in the right mode, every cluster's API and its Node objects.
 
+mod cluster;
 mod grpc;
+mod machine_config;
 mod node;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metal::talos::secrets::CertAndKey;
 use tokio::sync::watch;
 
 pub use node::TALOS_API_PORT;
 
 use crate::catalogue::IPXE_OS;
-use crate::ipxe;
+use crate::kube::{self, KubeApi, KubeApiConfig};
 use crate::lifecycle::now_ms;
 use crate::state::Lab;
-use grpc::NodeInfo;
+use cluster::{ConfigCache, Member, Phase, Snapshot};
+use grpc::{Node, NodeIdent, NodeMode};
 use node::NodeHandle;
 
 /// How often the reconciler looks at the world.
 const TICK: Duration = Duration::from_millis(50);
 
-/// A node the world says should be running. `generation` is the start of the server's current
-/// lifecycle, so a reinstall yields a new node.
-struct Wanted {
-    info: NodeInfo,
+/// What every node and the reconciler share: the lab, and the parsed machine configurations.
+pub(crate) struct Shared {
+    pub lab: Arc<Lab>,
+    pub configs: ConfigCache,
+}
+
+/// Identifies one incarnation of a node listener: a new lifecycle (reinstall) or a new
+/// configuration means a new listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NodeKey {
     generation: i64,
+    applied_at_ms: Option<i64>,
+}
+
+/// A listener the world says should be running.
+struct Wanted {
+    key: NodeKey,
+    ident: NodeIdent,
+    mode: WantedMode,
+}
+
+enum WantedMode {
+    /// Whatever is running under the same key stays (a worker whose certificate was issued
+    /// before its control plane went away keeps serving, as a real one does until it expires).
+    Keep,
+    Maintenance,
+    Normal {
+        member: Member,
+        since_ms: i64,
+        /// The OS CA with the key that signs apid's certificate.
+        os_ca: CertAndKey,
+    },
 }
 
 struct Running {
-    generation: i64,
+    key: NodeKey,
     handle: NodeHandle,
 }
 
-/// Runs until `shutdown` turns true or its sender is dropped, then stops every node.
+/// A cluster's Kubernetes API, hosted by the control plane that bootstrapped it.
+struct RunningApi {
+    /// (server id, generation, applied_at) of the host.
+    host: (String, i64, i64),
+    api: KubeApi,
+    /// Nodes registered with this API instance: server id → (generation, applied_at).
+    registered: HashMap<String, (i64, i64)>,
+}
+
+/// Runs until `shutdown` turns true or its sender is dropped, then stops every node and API.
 pub(crate) async fn run(lab: Arc<Lab>, mut shutdown: watch::Receiver<bool>) {
-    let mut reconciler = Reconciler::default();
+    let shared = Arc::new(Shared {
+        lab,
+        configs: ConfigCache::default(),
+    });
+    let mut reconciler = Reconciler {
+        shared,
+        running: HashMap::new(),
+        apis: HashMap::new(),
+        warned: HashSet::new(),
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = tick.tick() => reconciler.reconcile(&lab).await,
+            _ = tick.tick() => reconciler.reconcile().await,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     break;
@@ -56,22 +123,35 @@ pub(crate) async fn run(lab: Arc<Lab>, mut shutdown: watch::Receiver<bool>) {
     reconciler.stop_all().await;
 }
 
-#[derive(Default)]
 struct Reconciler {
+    shared: Arc<Shared>,
     running: HashMap<String, Running>,
-    /// (server, generation) pairs already warned about, so a warning is logged once.
-    warned: HashSet<(String, i64)>,
+    /// Kubernetes APIs by cluster key.
+    apis: HashMap<String, RunningApi>,
+    /// (server, generation, topic) triples already warned about, so a warning is logged once.
+    warned: HashSet<(String, i64, &'static str)>,
 }
 
 impl Reconciler {
-    fn wanted(&mut self, lab: &Lab) -> HashMap<String, Wanted> {
+    fn warn_once(&mut self, server: &str, generation: i64, topic: &'static str) -> bool {
+        self.warned.insert((server.to_owned(), generation, topic))
+    }
+
+    /// The listeners the world wants, and the snapshot they were derived from.
+    fn wanted(&mut self) -> (HashMap<String, Wanted>, Snapshot) {
         let now = now_ms();
+        let lab = self.shared.lab.clone();
         let world = lab.world();
-        self.warned.retain(|(id, generation)| {
+        self.shared.configs.retain(&world);
+        self.warned.retain(|(id, generation, _)| {
             world
                 .server(id)
                 .is_some_and(|s| s.lifecycle.started_at_ms == *generation)
         });
+        let snapshot = Snapshot {
+            now_ms: now,
+            members: cluster::members(&world, &lab.config, &self.shared.configs, now),
+        };
         let mut wanted = HashMap::new();
         for server in world
             .servers
@@ -79,39 +159,93 @@ impl Reconciler {
             .filter(|s| s.operating_system == IPXE_OS)
         {
             let generation = server.lifecycle.started_at_ms;
-            if now < server.lifecycle.talos_up_at_ms(&lab.config) {
+            let phase = cluster::phase(server, &lab.config, now);
+            if matches!(phase, Phase::Down | Phase::Installing) {
                 continue;
             }
-            let image = match ipxe::parse(server.ipxe.as_deref().unwrap_or_default()) {
+            let image = match cluster::boot_image(server) {
                 Ok(image) => image,
                 Err(reason) => {
-                    if self.warned.insert((server.id.clone(), generation)) {
+                    if self.warn_once(&server.id, generation, "ipxe") {
                         tracing::warn!(server = %server.id, hostname = %server.hostname, %reason, "iPXE boot would not load Talos; the node never boots");
                     }
                     continue;
                 }
             };
-            let info = NodeInfo {
+            let ident = NodeIdent {
                 server_id: server.id.clone(),
                 hostname: server.hostname.clone(),
                 ip: server.ip,
                 image,
+                generation,
             };
-            wanted.insert(server.id.clone(), Wanted { info, generation });
+            let (key, mode) = match phase {
+                Phase::Normal { since_ms } => {
+                    let Some(member) = snapshot.member(&server.id).cloned() else {
+                        // The stored configuration no longer parses (logged by the cache).
+                        continue;
+                    };
+                    let os_ca_key = if member.config.is_control_plane() {
+                        member.config.os_ca.key.clone()
+                    } else {
+                        snapshot.os_ca_key_for(&member.config.os_ca.crt)
+                    };
+                    let key = NodeKey {
+                        generation,
+                        applied_at_ms: Some(member.applied_at_ms),
+                    };
+                    let Some(os_ca_key) = os_ca_key else {
+                        if self.running.get(&server.id).is_some_and(|r| r.key == key) {
+                            wanted.insert(
+                                server.id.clone(),
+                                Wanted {
+                                    key,
+                                    ident,
+                                    mode: WantedMode::Keep,
+                                },
+                            );
+                        } else if self.warn_once(&server.id, generation, "trustd") {
+                            tracing::warn!(server = %server.id, "worker waits for a control plane of its cluster to issue its apid certificate (trustd)");
+                        }
+                        continue;
+                    };
+                    let os_ca = CertAndKey {
+                        crt: member.config.os_ca.crt.clone(),
+                        key: os_ca_key,
+                    };
+                    (
+                        key,
+                        WantedMode::Normal {
+                            member,
+                            since_ms,
+                            os_ca,
+                        },
+                    )
+                }
+                _ => (
+                    NodeKey {
+                        generation,
+                        applied_at_ms: None,
+                    },
+                    WantedMode::Maintenance,
+                ),
+            };
+            wanted.insert(server.id.clone(), Wanted { key, ident, mode });
         }
-        wanted
+        (wanted, snapshot)
     }
 
-    async fn reconcile(&mut self, lab: &Lab) {
-        let wanted = self.wanted(lab);
+    async fn reconcile(&mut self) {
+        let (wanted, snapshot) = self.wanted();
+        self.reconcile_nodes(wanted).await;
+        self.reconcile_apis(&snapshot).await;
+    }
+
+    async fn reconcile_nodes(&mut self, wanted: HashMap<String, Wanted>) {
         let stale: Vec<String> = self
             .running
             .iter()
-            .filter(|(id, node)| {
-                wanted
-                    .get(*id)
-                    .is_none_or(|w| w.generation != node.generation)
-            })
+            .filter(|(id, node)| wanted.get(*id).is_none_or(|w| w.key != node.key))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
@@ -124,19 +258,59 @@ impl Reconciler {
             if self.running.contains_key(&id) {
                 continue;
             }
-            match node::start(want.info).await {
+            let generation = want.key.generation;
+            let (mode, tls) = match want.mode {
+                WantedMode::Keep => continue,
+                WantedMode::Maintenance => (
+                    NodeMode::Maintenance,
+                    tls::server_config(want.ident.ip, &want.ident.hostname),
+                ),
+                WantedMode::Normal {
+                    member,
+                    since_ms,
+                    os_ca,
+                } => {
+                    let tls = tls::normal_server_config(
+                        want.ident.ip,
+                        member.node_name(),
+                        &member.config.cert_sans,
+                        &os_ca,
+                        &member.config.accepted_cas,
+                    );
+                    (
+                        NodeMode::Normal {
+                            config: member.config.clone(),
+                            applied_at_ms: member.applied_at_ms,
+                            since_ms,
+                        },
+                        tls,
+                    )
+                }
+            };
+            let started = match tls {
+                Ok(tls) => {
+                    let node = Node {
+                        ident: want.ident,
+                        mode,
+                        shared: self.shared.clone(),
+                    };
+                    node::start(node, tls).await
+                }
+                Err(reason) => Err(node::StartError::Tls(reason)),
+            };
+            match started {
                 Ok(handle) => {
                     self.running.insert(
                         id,
                         Running {
-                            generation: want.generation,
+                            key: want.key,
                             handle,
                         },
                     );
                 }
                 Err(error) => {
                     // Retried on the next tick; warn once per boot.
-                    if self.warned.insert((id.clone(), want.generation)) {
+                    if self.warn_once(&id, generation, "start") {
                         tracing::warn!(server = %id, %error, "Talos node cannot start yet; retrying");
                     } else {
                         tracing::trace!(server = %id, %error, "Talos node still cannot start");
@@ -146,9 +320,131 @@ impl Reconciler {
         }
     }
 
+    /// Starts and stops the clusters' Kubernetes APIs and registers their Nodes.
+    async fn reconcile_apis(&mut self, snapshot: &Snapshot) {
+        // The host of each bootstrapped cluster: the control plane that bootstrapped it, while
+        // it runs in normal mode.
+        let mut hosts: HashMap<String, &Member> = HashMap::new();
+        for member in &snapshot.members {
+            if member.config.is_control_plane()
+                && member.is_normal()
+                && member.bootstrapped_at_ms.is_some()
+            {
+                hosts
+                    .entry(member.config.cluster_key().to_owned())
+                    .and_modify(|h| {
+                        if member.bootstrapped_at_ms < h.bootstrapped_at_ms {
+                            *h = member;
+                        }
+                    })
+                    .or_insert(member);
+            }
+        }
+        let identity = |m: &Member| (m.server_id.clone(), m.generation, m.applied_at_ms);
+        let stale: Vec<String> = self
+            .apis
+            .iter()
+            .filter(|(key, api)| hosts.get(*key).is_none_or(|h| identity(h) != api.host))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(api) = self.apis.remove(&key) {
+                tracing::info!(cluster = %key, url = %api.api.url(), "Kubernetes API stopped");
+                api.api.shutdown().await;
+            }
+        }
+        for (key, host) in &hosts {
+            if self.apis.contains_key(key) {
+                continue;
+            }
+            let config = &host.config;
+            let mut cert_sans = vec![host.ip.to_string()];
+            for san in std::iter::once(config.endpoint_host().to_owned())
+                .chain(config.api_server_cert_sans.iter().cloned())
+            {
+                if !san.is_empty() && !cert_sans.contains(&san) {
+                    cert_sans.push(san);
+                }
+            }
+            let api_config = KubeApiConfig {
+                listen: SocketAddr::from((host.ip, kube::KUBE_API_PORT)),
+                cluster_name: config.cluster_name.clone(),
+                ca: CertAndKey {
+                    crt: config.cluster_ca.crt.clone(),
+                    key: config.cluster_ca.key.clone().unwrap_or_default(),
+                },
+                cert_sans,
+            };
+            match kube::start(api_config).await {
+                Ok(api) => {
+                    tracing::info!(cluster = %config.cluster_name, url = %api.url(), "Kubernetes API up");
+                    self.apis.insert(
+                        key.clone(),
+                        RunningApi {
+                            host: identity(host),
+                            api,
+                            registered: HashMap::new(),
+                        },
+                    );
+                }
+                Err(error) => {
+                    if self.warn_once(&host.server_id, host.generation, "kube-api") {
+                        tracing::warn!(cluster = %config.cluster_name, %error, "Kubernetes API cannot start yet; retrying");
+                    }
+                }
+            }
+        }
+        let kubelet_start = self
+            .shared
+            .lab
+            .config
+            .scaled_ms(self.shared.lab.config.timeline.kubelet_start);
+        for (key, api) in &mut self.apis {
+            let Some(bootstrapped_at) = snapshot.bootstrapped_at(key) else {
+                continue;
+            };
+            for member in snapshot.cluster(key) {
+                let Phase::Normal { since_ms } = member.phase else {
+                    continue;
+                };
+                let incarnation = (member.generation, member.applied_at_ms);
+                if snapshot.now_ms < since_ms.max(bootstrapped_at) + kubelet_start
+                    || api.registered.get(&member.server_id) == Some(&incarnation)
+                {
+                    continue;
+                }
+                api.api.upsert_node(node_info(member));
+                tracing::info!(cluster = %member.config.cluster_name, node = %member.node_name(), "kubelet registered its Node");
+                api.registered.insert(member.server_id.clone(), incarnation);
+            }
+        }
+    }
+
     async fn stop_all(&mut self) {
         for (_, node) in self.running.drain() {
             node.handle.stop().await;
         }
+        for (_, api) in self.apis.drain() {
+            api.api.shutdown().await;
+        }
+    }
+}
+
+/// The Node a member's kubelet registers.
+fn node_info(member: &Member) -> kube::NodeInfo {
+    let kubelet_version = member
+        .config
+        .kubelet_image
+        .as_deref()
+        .and_then(cluster::image_tag)
+        .unwrap_or_else(|| kube::DEFAULT_KUBERNETES_VERSION.to_owned());
+    kube::NodeInfo {
+        name: member.node_name().to_owned(),
+        internal_ip: IpAddr::V4(member.ip),
+        control_plane: member.config.is_control_plane(),
+        ready: false,
+        labels: member.config.node_labels.clone(),
+        kubelet_version,
+        os_image: format!("Talos ({})", member.talos_tag()),
     }
 }

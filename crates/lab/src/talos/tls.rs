@@ -1,16 +1,25 @@
-//! The TLS identity of a Talos node in maintenance mode: an ephemeral, in-memory, self-signed
-//! Ed25519 CA and an Ed25519 leaf for the node (SAN = its IP and hostname, CN = hostname, valid
-//! 24 hours), served without asking for a client certificate and with ALPN `h2` only. Built with
-//! the ring provider.
+//! The TLS identities of a Talos node, both with ALPN `h2` only and the ring provider.
+//!
+//! * Maintenance mode ([`server_config`]): an ephemeral, in-memory, self-signed Ed25519 CA and an
+//!   Ed25519 leaf for the node (SAN = its IP and hostname, CN = hostname, valid 24 hours), served
+//!   without asking for a client certificate.
+//! * Normal mode ([`normal_server_config`]): a leaf issued by the cluster's OS CA (the key type
+//!   follows the CA's; CN = node name; SANs = node IP, node name and `machine.certSANs`; server
+//!   auth; 24 hours), and client certificates required and verified against the OS CA and
+//!   `machine.acceptedCAs`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use metal::talos::pki::{self, KeyKind, LeafRequest};
+use metal::talos::secrets::CertAndKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls::RootCertStore;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
 use time::{Duration, OffsetDateTime};
 
 /// A rustls server configuration for one maintenance-mode node.
@@ -72,6 +81,67 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A rustls server configuration for a node in normal mode: apid's certificate signed by
+/// `os_ca` (which must hold the key), and client certificates required, verified against
+/// `os_ca.crt` and `accepted_cas` (PEM).
+pub(crate) fn normal_server_config(
+    ip: Ipv4Addr,
+    node_name: &str,
+    cert_sans: &[String],
+    os_ca: &CertAndKey,
+    accepted_cas: &[String],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = vec![IpAddr::V4(ip)];
+    for san in std::iter::once(node_name).chain(cert_sans.iter().map(String::as_str)) {
+        match san.parse::<IpAddr>() {
+            Ok(addr) if !ip_addresses.contains(&addr) => ip_addresses.push(addr),
+            Ok(_) => {}
+            Err(_) if !san.is_empty() && san.is_ascii() && !dns_names.iter().any(|d| d == san) => {
+                dns_names.push(san.to_owned())
+            }
+            Err(_) => {}
+        }
+    }
+    let key_kind = if os_ca.key.contains("BEGIN EC PRIVATE KEY") {
+        KeyKind::EcdsaP256
+    } else {
+        KeyKind::Ed25519
+    };
+    let request = LeafRequest {
+        common_name: Some(node_name.to_owned()),
+        organizations: Vec::new(),
+        dns_names,
+        ip_addresses,
+        server_auth: true,
+        client_auth: false,
+        validity: std::time::Duration::from_secs(24 * 3600),
+    };
+    let leaf =
+        pki::issue(os_ca, &request, key_kind).map_err(|e| format!("apid certificate: {e}"))?;
+    let chain =
+        pki::parse_certificates_pem(&leaf.crt).map_err(|e| format!("apid certificate: {e}"))?;
+    let key = pki::parse_private_key_pem(&leaf.key).map_err(|e| format!("apid key: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for pem in std::iter::once(&os_ca.crt).chain(accepted_cas) {
+        for cert in pki::parse_certificates_pem(pem).map_err(|e| format!("OS CA: {e}"))? {
+            roots.add(cert).map_err(|e| format!("OS CA: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("client verifier: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS configuration: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +150,27 @@ mod tests {
     fn builds_an_h2_only_config() {
         let config = server_config(Ipv4Addr::new(127, 0, 9, 1), "talos-cp-1").unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+    }
+
+    #[test]
+    fn normal_mode_needs_the_os_ca_key() {
+        let os_ca = pki::new_ca(
+            Some("talos"),
+            KeyKind::Ed25519,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+        let sans = vec!["cp.example.com".to_owned(), "10.0.0.1".to_owned()];
+        let config =
+            normal_server_config(Ipv4Addr::new(127, 0, 9, 1), "cp-1", &sans, &os_ca, &[]).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        let without_key = CertAndKey {
+            crt: os_ca.crt.clone(),
+            key: String::new(),
+        };
+        assert!(
+            normal_server_config(Ipv4Addr::new(127, 0, 9, 1), "cp-1", &[], &without_key, &[])
+                .is_err()
+        );
     }
 }

@@ -4,5 +4,6 @@
 
 mod api;
 mod harness;
+mod kube;
 mod lifecycle;
 mod talos;

@@ -329,12 +329,12 @@ fn client_config(state: Arc<ProbeState>) -> Result<ClientConfig, rustls::Error> 
 /// maintenance certificate comes from an ephemeral CA that nobody else knows. The handshake
 /// signatures are still verified, so the server does own the key the fingerprint is taken of.
 #[derive(Debug)]
-struct AnyServerCert {
+pub(super) struct AnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl AnyServerCert {
-    fn new(provider: &CryptoProvider) -> Self {
+    pub(super) fn new(provider: &CryptoProvider) -> Self {
         Self {
             algorithms: provider.signature_verification_algorithms,
         }

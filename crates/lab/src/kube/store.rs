@@ -1,0 +1,557 @@
+//! The object store behind the lab's Kubernetes API: etcd plus the API server's watch cache, in
+//! memory.
+//!
+//! Objects are `serde_json::Value`s keyed by group/version/resource, namespace ("" for
+//! cluster-scoped resources) and name. One global, monotonically increasing resource version
+//! counts every change; the store stamps `metadata.resourceVersion`, `metadata.uid` and
+//! `metadata.creationTimestamp`. Every change is an event (`ADDED`, `MODIFIED`, `DELETED`) kept
+//! in a bounded history, so a watch can start from any recent resource version; older ones get
+//! `410 Gone`, as from a compacted etcd. An update that changes nothing is not a change: no new
+//! resource version, no event (the real API server skips no-op writes too).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// How many events the history keeps (the watch cache's window).
+const HISTORY: usize = 10_000;
+/// How many events a slow watcher may fall behind before its watch is closed.
+const BROADCAST_CAPACITY: usize = 4_096;
+
+/// Group, version and resource (plural), e.g. `("", "v1", "nodes")` or `("apps", "v1",
+/// "deployments")`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Gvr {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
+impl Gvr {
+    pub fn new(group: &str, version: &str, resource: &str) -> Gvr {
+        Gvr {
+            group: group.into(),
+            version: version.into(),
+            resource: resource.into(),
+        }
+    }
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change. `object` is the object after the change (for `DELETED`, the last state with the
+/// deletion's resource version); `previous` the object before it (for selector transitions).
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub kind: EventType,
+    pub gvr: Gvr,
+    pub namespace: String,
+    pub resource_version: u64,
+    pub object: Value,
+    pub previous: Option<Value>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// `AlreadyExists` and `Conflict` come from `create`/`update`, which the write verbs will use.
+#[allow(dead_code)]
+pub(crate) enum StoreError {
+    NotFound,
+    AlreadyExists,
+    /// The caller's `metadata.resourceVersion` is not the stored one.
+    Conflict,
+    /// The requested resource version is older than the history.
+    Expired {
+        requested: u64,
+        oldest: u64,
+    },
+    /// The requested resource version is newer than the store.
+    TooLarge {
+        requested: u64,
+        current: u64,
+    },
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WatchFrom {
+    /// Synthetic `ADDED` events for the current objects, then changes.
+    CurrentState,
+    /// Changes after the current resource version only.
+    Now,
+    /// Changes after this resource version.
+    After(u64),
+}
+
+/// A watch: the events to send first, then the live feed (events with a resource version at or
+/// below `replayed_through` must be skipped, as they were already in the backlog).
+pub(crate) struct Subscription {
+    pub backlog: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+    pub replayed_through: u64,
+    /// The store's resource version when the watch started.
+    pub start_version: u64,
+}
+
+type Key = (String, String);
+
+struct Inner {
+    resource_version: u64,
+    objects: BTreeMap<Gvr, BTreeMap<Key, Value>>,
+    history: VecDeque<Arc<Event>>,
+    /// Every event after this resource version is still in `history`.
+    history_floor: u64,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Store {
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Store {
+            inner: Mutex::new(Inner {
+                resource_version: 0,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                history_floor: 0,
+            }),
+            events,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
+    #[allow(dead_code)]
+    /// The current resource version.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().resource_version
+    }
+
+    /// One object.
+    pub fn get(&self, gvr: &Gvr, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(gvr)
+            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
+            .cloned()
+    }
+
+    /// Objects of a resource, in key order (namespace, then name), in one namespace or all
+    /// (`None`), with the resource version they were read at.
+    pub fn list(&self, gvr: &Gvr, namespace: Option<&str>) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .get(gvr)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, inner.resource_version)
+    }
+
+    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
+    #[allow(dead_code)]
+    /// Creates an object. `metadata.name` must be set; `metadata.namespace` is set from
+    /// `namespace` for namespaced resources.
+    pub fn create(&self, gvr: &Gvr, namespace: &str, object: Value) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let name = object_name(&object);
+        let key = (namespace.to_string(), name);
+        if inner.objects.get(gvr).is_some_and(|m| m.contains_key(&key)) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let mut object = object;
+        let rv = inner.resource_version + 1;
+        stamp_new(&mut object, namespace, rv);
+        self.commit(&mut inner, gvr, key, EventType::Added, object.clone(), None);
+        Ok(object)
+    }
+
+    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
+    #[allow(dead_code)]
+    /// Replaces an object, keeping its uid and creation time. When `object` carries a
+    /// `metadata.resourceVersion`, it must be the stored one (optimistic concurrency). Returns
+    /// the stored object; a no-op update returns the unchanged object.
+    pub fn update(&self, gvr: &Gvr, namespace: &str, object: Value) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), object_name(&object));
+        let Some(old) = inner.objects.get(gvr).and_then(|m| m.get(&key)).cloned() else {
+            return Err(StoreError::NotFound);
+        };
+        if let Some(expected) = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            && Some(expected)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return Err(StoreError::Conflict);
+        }
+        Ok(self.replace(&mut inner, gvr, key, old, object))
+    }
+
+    /// Creates or replaces an object (no concurrency check).
+    pub fn upsert(&self, gvr: &Gvr, namespace: &str, object: Value) -> Value {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), object_name(&object));
+        match inner.objects.get(gvr).and_then(|m| m.get(&key)).cloned() {
+            Some(old) => self.replace(&mut inner, gvr, key, old, object),
+            None => {
+                let mut object = object;
+                let rv = inner.resource_version + 1;
+                stamp_new(&mut object, namespace, rv);
+                self.commit(&mut inner, gvr, key, EventType::Added, object.clone(), None);
+                object
+            }
+        }
+    }
+
+    /// Deletes an object and returns its last state.
+    pub fn delete(&self, gvr: &Gvr, namespace: &str, name: &str) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let Some(old) = inner.objects.get_mut(gvr).and_then(|m| m.remove(&key)) else {
+            return Err(StoreError::NotFound);
+        };
+        let mut last = old.clone();
+        let rv = inner.resource_version + 1;
+        set_resource_version(&mut last, rv);
+        self.commit(
+            &mut inner,
+            gvr,
+            key,
+            EventType::Deleted,
+            last.clone(),
+            Some(old),
+        );
+        Ok(last)
+    }
+
+    /// Starts a watch of `gvr` (in `namespace`, or all). Filtering by namespace and selectors
+    /// is the caller's job.
+    pub fn watch(&self, gvr: &Gvr, from: WatchFrom) -> Result<Subscription, StoreError> {
+        let inner = self.lock();
+        let live = self.events.subscribe();
+        let current = inner.resource_version;
+        let backlog = match from {
+            WatchFrom::Now => Vec::new(),
+            WatchFrom::CurrentState => inner
+                .objects
+                .get(gvr)
+                .map(|m| {
+                    m.iter()
+                        .map(|((ns, _), object)| {
+                            Arc::new(Event {
+                                kind: EventType::Added,
+                                gvr: gvr.clone(),
+                                namespace: ns.clone(),
+                                resource_version: current,
+                                object: object.clone(),
+                                previous: None,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            WatchFrom::After(rv) => {
+                if rv > current {
+                    return Err(StoreError::TooLarge {
+                        requested: rv,
+                        current,
+                    });
+                }
+                if rv < inner.history_floor {
+                    return Err(StoreError::Expired {
+                        requested: rv,
+                        oldest: inner.history_floor,
+                    });
+                }
+                inner
+                    .history
+                    .iter()
+                    .filter(|e| e.resource_version > rv && e.gvr == *gvr)
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok(Subscription {
+            backlog,
+            live,
+            replayed_through: current,
+            start_version: current,
+        })
+    }
+
+    /// Checks that a list may be served "not older than" / "exactly at" `rv`.
+    pub fn check_version(&self, rv: u64) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        if rv > inner.resource_version {
+            return Err(StoreError::TooLarge {
+                requested: rv,
+                current: inner.resource_version,
+            });
+        }
+        Ok(inner.resource_version)
+    }
+
+    /// Whether events after `rv` are all still in the history (a continue token from then is
+    /// still good).
+    pub fn is_retained(&self, rv: u64) -> bool {
+        rv >= self.lock().history_floor
+    }
+
+    fn replace(
+        &self,
+        inner: &mut Inner,
+        gvr: &Gvr,
+        key: Key,
+        old: Value,
+        mut object: Value,
+    ) -> Value {
+        // Identity and creation are the store's, whatever the caller sent.
+        for field in ["uid", "creationTimestamp", "resourceVersion"] {
+            match old.pointer(&format!("/metadata/{field}")) {
+                Some(v) => {
+                    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert(field.to_string(), v.clone());
+                    }
+                }
+                None => {
+                    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.remove(field);
+                    }
+                }
+            }
+        }
+        if !key.0.is_empty()
+            && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.insert("namespace".into(), Value::String(key.0.clone()));
+        }
+        if object == old {
+            return old;
+        }
+        let rv = inner.resource_version + 1;
+        set_resource_version(&mut object, rv);
+        self.commit(
+            inner,
+            gvr,
+            key,
+            EventType::Modified,
+            object.clone(),
+            Some(old),
+        );
+        object
+    }
+
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        gvr: &Gvr,
+        key: Key,
+        kind: EventType,
+        object: Value,
+        previous: Option<Value>,
+    ) {
+        inner.resource_version += 1;
+        let rv = inner.resource_version;
+        let namespace = key.0.clone();
+        if kind != EventType::Deleted {
+            inner
+                .objects
+                .entry(gvr.clone())
+                .or_default()
+                .insert(key, object.clone());
+        }
+        let event = Arc::new(Event {
+            kind,
+            gvr: gvr.clone(),
+            namespace,
+            resource_version: rv,
+            object,
+            previous,
+        });
+        inner.history.push_back(event.clone());
+        while inner.history.len() > HISTORY {
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.history_floor = dropped.resource_version;
+            }
+        }
+        // No receivers is fine.
+        let _ = self.events.send(event);
+    }
+}
+
+fn object_name(object: &Value) -> String {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn set_resource_version(object: &mut Value, rv: u64) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+/// Sets what the store owns on a new object.
+fn stamp_new(object: &mut Value, namespace: &str, rv: u64) {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("uid".into(), Value::String(new_uid()));
+        meta.insert(
+            "creationTimestamp".into(),
+            Value::String(super::objects::now_rfc3339()),
+        );
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        if namespace.is_empty() {
+            meta.remove("namespace");
+        } else {
+            meta.insert("namespace".into(), Value::String(namespace.into()));
+        }
+    }
+}
+
+/// A random version-4 UUID, as the API server assigns.
+pub(crate) fn new_uid() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Gvr {
+        Gvr::new("", "v1", "nodes")
+    }
+
+    fn node(name: &str, ready: bool) -> Value {
+        json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name}, "status": {"ready": ready}})
+    }
+
+    #[test]
+    fn versions_increase_and_no_op_updates_are_skipped() {
+        let store = Store::new();
+        let a = store.upsert(&nodes(), "", node("a", false));
+        assert_eq!(a["metadata"]["resourceVersion"], "1");
+        let uid = a["metadata"]["uid"].clone();
+        let same = store.upsert(&nodes(), "", node("a", false));
+        assert_eq!(same["metadata"]["resourceVersion"], "1");
+        let b = store.upsert(&nodes(), "", node("a", true));
+        assert_eq!(b["metadata"]["resourceVersion"], "2");
+        assert_eq!(b["metadata"]["uid"], uid);
+        assert_eq!(store.resource_version(), 2);
+        assert_eq!(
+            store.create(&nodes(), "", node("a", true)),
+            Err(StoreError::AlreadyExists)
+        );
+        let mut stale = node("a", false);
+        stale["metadata"]["resourceVersion"] = json!("1");
+        assert_eq!(store.update(&nodes(), "", stale), Err(StoreError::Conflict));
+        let gone = store.delete(&nodes(), "", "a").unwrap();
+        assert_eq!(gone["metadata"]["resourceVersion"], "3");
+        assert_eq!(store.delete(&nodes(), "", "a"), Err(StoreError::NotFound));
+    }
+
+    #[test]
+    fn watches_replay_from_a_version() {
+        let store = Store::new();
+        store.upsert(&nodes(), "", node("a", false));
+        store.upsert(&nodes(), "", node("a", true));
+        store.upsert(&nodes(), "", node("b", true));
+        let sub = store.watch(&nodes(), WatchFrom::After(1)).unwrap();
+        let kinds: Vec<_> = sub
+            .backlog
+            .iter()
+            .map(|e| (e.kind, e.resource_version))
+            .collect();
+        assert_eq!(kinds, vec![(EventType::Modified, 2), (EventType::Added, 3)]);
+        let sub = store.watch(&nodes(), WatchFrom::CurrentState).unwrap();
+        assert_eq!(sub.backlog.len(), 2);
+        assert!(matches!(
+            store.watch(&nodes(), WatchFrom::After(9)),
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn versions_older_than_the_history_are_expired() {
+        let store = Store::new();
+        for i in 0..=HISTORY {
+            store.upsert(&nodes(), "", node("a", i % 2 == 0));
+        }
+        assert!(matches!(
+            store.watch(&nodes(), WatchFrom::After(0)),
+            Err(StoreError::Expired { requested: 0, .. })
+        ));
+        assert!(!store.is_retained(0));
+        let recent = store.resource_version() - 5;
+        assert_eq!(
+            store
+                .watch(&nodes(), WatchFrom::After(recent))
+                .unwrap()
+                .backlog
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn uids_look_like_uuids() {
+        let uid = new_uid();
+        assert_eq!(uid.len(), 36);
+        assert_eq!(&uid[14..15], "4");
+    }
+}
