@@ -37,13 +37,14 @@ fn runs(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The end-to-end tests drive the lab's Kubernetes API with a real `kubectl`. Machines of this
-/// project's kind ship one; if it is missing, install Debian's (as root) or say how.
-fn ensure_kubectl() -> bool {
-    if runs("kubectl", &["version", "--client"]) {
+/// Makes sure a command-line tool the tests use is there: `probe` runs it; when it fails and
+/// this runs as root with apt-get (as on this project's machines and CI), Debian's `package` is
+/// installed; otherwise the message says what to install.
+fn ensure_tool(name: &str, probe: &[&str], package: &str) -> bool {
+    if runs(name, probe) {
         return true;
     }
-    eprintln!("xtask: kubectl is missing; the end-to-end tests need it");
+    eprintln!("xtask: {name} is missing; the tests need it");
     let is_root = Command::new("id")
         .arg("-u")
         .output()
@@ -53,14 +54,21 @@ fn ensure_kubectl() -> bool {
         update.args(["update", "-qq"]);
         let mut install = Command::new("apt-get");
         install
-            .args(["install", "-y", "-qq", "kubernetes-client"])
+            .args(["install", "-y", "-qq", package])
             .env("DEBIAN_FRONTEND", "noninteractive");
-        if run("apt-get update", update) && run("install kubectl", install) {
-            return runs("kubectl", &["version", "--client"]);
+        if run("apt-get update", update) && run(&format!("install {package}"), install) {
+            return runs(name, probe);
         }
     }
-    eprintln!("xtask: install kubectl (Debian: `apt-get install kubernetes-client`) and run again");
+    eprintln!("xtask: install {name} (Debian: `apt-get install {package}`) and run again");
     false
+}
+
+/// Tools the test suite drives: the real kubectl against the lab's Kubernetes API, and openssl
+/// to cross-check generated keys and certificates.
+fn ensure_test_tools() -> bool {
+    ensure_tool("kubectl", &["version", "--client"], "kubernetes-client")
+        && ensure_tool("openssl", &["version"], "openssl")
 }
 
 fn ci() -> bool {
@@ -77,11 +85,11 @@ fn ci() -> bool {
     ]);
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run("format check", fmt) && run("clippy", clippy) && ensure_kubectl() && run("tests", test)
+    run("format check", fmt) && run("clippy", clippy) && ensure_test_tools() && run("tests", test)
 }
 
 fn e2e() -> bool {
-    if !ensure_kubectl() {
+    if !ensure_test_tools() {
         return false;
     }
     let mut test = cargo();
