@@ -4,11 +4,19 @@
 //!   every test in the workspace (unit tests, each crate's integration binary, and the
 //!   end-to-end tests that drive the real `cto` binary against the lab).
 //! * `e2e` — only the end-to-end tests (`cto`'s integration binary).
+//! * `chaos --kills N --seed S [--nodes K] [--stop-after STEP] [--faults SPEC]` — kills the real
+//!   `cto install` at N points drawn from the seed and resumes it each time, then checks it
+//!   converged (see `chaos`); `ci` runs a small one (`--kills 5 --seed 1 --nodes 2`) last.
+//! * `gitops-check` — validates the `gitops/` tree (see `gitops_check`); `ci` runs it before
+//!   the tests.
 //!
-//! Tasks named in the design that later work adds (`chaos`, `bench`, `gitops-check`) are not
+//! Tasks named in the design that later work adds (`bench`) are not
 //! here yet and are reported as such rather than faked.
 
 use std::process::{Command, ExitCode};
+
+mod chaos;
+mod gitops_check;
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -85,7 +93,22 @@ fn ci() -> bool {
     ]);
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run("format check", fmt) && run("clippy", clippy) && ensure_test_tools() && run("tests", test)
+    run("format check", fmt)
+        && run("clippy", clippy)
+        && gitops_check::run()
+        && ensure_test_tools()
+        && run("tests", test)
+        && chaos_smoke()
+}
+
+/// The small chaos run CI makes after the tests: a 2-node install killed 5 times.
+fn chaos_smoke() -> bool {
+    eprintln!("xtask: chaos: --kills 5 --seed 1 --nodes 2");
+    let args: Vec<String> = ["--kills", "5", "--seed", "1", "--nodes", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    chaos::run(&args)
 }
 
 fn e2e() -> bool {
@@ -102,7 +125,12 @@ fn main() -> ExitCode {
     let ok = match task.as_str() {
         "ci" => ci(),
         "e2e" => e2e(),
-        "chaos" | "bench" | "gitops-check" => {
+        "gitops-check" => gitops_check::run(),
+        "chaos" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            chaos::run(&args)
+        }
+        "bench" => {
             eprintln!(
                 "xtask: `{task}` is part of the design but not implemented yet in this version"
             );
@@ -110,7 +138,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|e2e>\n  ci   fmt check + clippy -D warnings + every test\n  e2e  end-to-end tests of the real cto binary against the lab"
+                "usage: cargo xtask <ci|e2e|chaos|gitops-check>\n  ci   fmt check + clippy -D warnings + every test\n  e2e  end-to-end tests of the real cto binary against the lab\n  gitops-check  validate the gitops/ tree\n  chaos --kills N --seed S [--nodes K] [--stop-after STEP] [--faults SPEC]  kill-anywhere convergence"
             );
             return ExitCode::from(2);
         }

@@ -122,6 +122,24 @@ pub struct InstallArgs {
     /// Image Factory base URL [default: https://factory.talos.dev].
     #[arg(long)]
     pub image_factory_url: Option<String>,
+    /// GitOps repository the root Argo CD Application syncs (https:// or ssh://)
+    /// [default: https://github.com/5dlabs/cto].
+    #[arg(long)]
+    pub gitops_repo: Option<String>,
+    /// Branch, tag or commit of the GitOps repository [default: main].
+    #[arg(long)]
+    pub gitops_revision: Option<String>,
+    /// Directory of the GitOps tree in the repository; the root Application syncs
+    /// `<path>/apps/<profile>` [default: gitops].
+    #[arg(long)]
+    pub gitops_path: Option<String>,
+    /// Token for a private GitOps repository (Argo CD's repository credential). Never stored:
+    /// give it again on --resume.
+    #[arg(long, env = "CTO_GITOPS_TOKEN", hide_env_values = true)]
+    pub gitops_token: Option<String>,
+    /// Enable Cilium's Gateway API support (the CRDs come from the GitOps tree).
+    #[arg(long)]
+    pub gateway_api: bool,
     /// State directory [default: $XDG_STATE_HOME/cto/<cluster-name>].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -214,5 +232,10 @@ pub enum LabCommand {
         /// Lab configuration (JSON; see docs/lab.md).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Faults to inject: comma-separated key=value entries such as
+        /// `latitude.5xx=0.1,talos.5xx=0.1,server.fail=a-worker-1` (see docs/lab.md). Added to
+        /// the config file's `faults`.
+        #[arg(long, value_name = "SPEC")]
+        faults: Option<String>,
     },
 }

@@ -125,3 +125,33 @@ fn build(api_url: &str, key: ApiKey, project: &str) -> Result<LatitudeProvider, 
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot use API URL {api_url}: {e}")))?;
     Ok(LatitudeProvider::new(client))
 }
+
+/// Environment variable scaling every wait's time limit (`0.01` turns 45 minutes into 27
+/// seconds). For tests and lab experiments only; see docs/operations.md.
+pub const TIMEOUT_SCALE_ENV: &str = "CTO_TIMEOUT_SCALE";
+
+/// The installer's waits: the defaults, with their time limits multiplied by
+/// `CTO_TIMEOUT_SCALE` when it is set to a positive number (an invalid value is ignored with a
+/// warning in the log).
+pub fn timings() -> installer::Timings {
+    let mut t = installer::Timings::default();
+    let Ok(raw) = std::env::var(TIMEOUT_SCALE_ENV) else {
+        return t;
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 100.0 => {
+            for limit in [
+                &mut t.servers_ready_timeout,
+                &mut t.maintenance_timeout,
+                &mut t.install_timeout,
+                &mut t.kubernetes_timeout,
+            ] {
+                *limit = limit.mul_f64(f);
+            }
+        }
+        _ => {
+            tracing::warn!(value = %raw, "{TIMEOUT_SCALE_ENV} is not a number in (0, 100]; ignored")
+        }
+    }
+    t
+}

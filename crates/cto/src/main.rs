@@ -54,8 +54,9 @@ fn main() -> ExitCode {
                         listen,
                         state,
                         config,
+                        faults,
                     },
-            } => commands::lab::serve(listen, state, config).await,
+            } => commands::lab::serve(listen, state, config, faults).await,
             Command::Completions { .. } => Ok(()),
         }
     });

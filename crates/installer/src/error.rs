@@ -119,6 +119,34 @@ pub enum StepError {
         /// The provider's status.
         status: String,
     },
+    /// A server kept failing its deployment although it was replaced.
+    #[error(
+        "server {hostname} ({id}) reports {status}, after {replaced} replacement(s) in this run that failed the same way; the site may have a hardware or stock problem. Run `cto install --resume` to try again (up to {replaced} more replacements), or `cto destroy` and install with another --region (see `cto regions`)"
+    )]
+    ServerFailedRepeatedly {
+        /// Hostname.
+        hostname: String,
+        /// Provider id of the last failed server.
+        id: String,
+        /// The provider's status.
+        status: String,
+        /// Replacements ordered in this run.
+        replaced: usize,
+    },
+    /// The chosen site ran out of stock between validation and the order.
+    #[error(
+        "the provider refused to order {hostname}: no stock of {plan} in {site} any more ({detail}). Stock changed after the site was chosen, and cto does not move an approved install to another site. Resume later with `cto install --resume` once `cto regions --plan {plan}` lists {site} again, or `cto destroy` and install with another --region"
+    )]
+    OutOfStock {
+        /// Hostname being ordered.
+        hostname: String,
+        /// Plan.
+        plan: String,
+        /// Site.
+        site: String,
+        /// The provider's answer.
+        detail: String,
+    },
     /// A server the checkpoint knows vanished from the provider.
     #[error(
         "server {hostname} ({id}) no longer exists at the provider; it was deleted outside this install. Run `cto destroy` and install again"
@@ -166,6 +194,20 @@ pub enum StepError {
     /// The checkpoint could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A Kubernetes API call failed or an object reached a state that stops the step.
+    #[error("{context}: {message}")]
+    Kubernetes {
+        /// What was being done (`installing the cilium chart`).
+        context: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// The run lacks an input the step needs and that is never stored (a token).
+    #[error("{message}")]
+    MissingInput {
+        /// What is missing and how to give it.
+        message: String,
+    },
     /// Something the step needs is missing from the checkpoint (a damaged or edited file).
     #[error(
         "the checkpoint lacks {what}; it may have been edited. Re-run the install with a new --state-dir after `cto destroy`"

@@ -36,6 +36,11 @@ pub struct Timings {
     pub kubernetes_timeout: Duration,
     /// Most provider writes in flight at once.
     pub max_parallel_orders: usize,
+    /// How long one Helm install Job may take to complete.
+    pub helm_timeout: Duration,
+    /// How long a workload (DaemonSet, Deployment, StatefulSet) may take to roll out, and the
+    /// nodes to turn Ready once the CNI runs.
+    pub rollout_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -49,6 +54,8 @@ impl Default for Timings {
             install_timeout: Duration::from_secs(30 * 60),
             kubernetes_timeout: Duration::from_secs(20 * 60),
             max_parallel_orders: 4,
+            helm_timeout: Duration::from_secs(15 * 60),
+            rollout_timeout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -60,6 +67,9 @@ pub struct RunOptions {
     pub stop_after: Option<Step>,
     /// Waits and intervals.
     pub timings: Timings,
+    /// The GitOps repository token (`--gitops-token` / `CTO_GITOPS_TOKEN`), read anew on every
+    /// run and never persisted.
+    pub gitops_token: Option<crate::spec::GitopsToken>,
 }
 
 /// How a run ended without error.
@@ -150,6 +160,7 @@ impl<P: Provider> Orchestrator<P> {
                     reporter: self.reporter.as_ref(),
                     approver: self.approver.as_ref(),
                     timings: &self.options.timings,
+                    gitops_token: self.options.gitops_token.as_ref(),
                 };
                 steps::run(step, &mut ctx).await
             };

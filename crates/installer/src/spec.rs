@@ -19,6 +19,13 @@ pub const DEFAULT_CP_PLAN: &str = "c2-small-x86";
 /// Most nodes one install may order.
 pub const MAX_NODES: u32 = 500;
 
+/// The GitOps repository the root Application syncs by default.
+pub const DEFAULT_GITOPS_REPO: &str = "https://github.com/5dlabs/cto";
+/// The default `--gitops-revision`.
+pub const DEFAULT_GITOPS_REVISION: &str = "main";
+/// The default `--gitops-path`: the `gitops/` tree of the repository.
+pub const DEFAULT_GITOPS_PATH: &str = "gitops";
+
 /// The platform profile that selects which GitOps applications are synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -165,6 +172,17 @@ pub struct InstallRequest {
     pub lab: bool,
     /// `--config-patch*`, in the order given.
     pub config_patches: Vec<PatchSource>,
+    /// `--gitops-repo`.
+    pub gitops_repo: Option<String>,
+    /// `--gitops-revision`.
+    pub gitops_revision: Option<String>,
+    /// `--gitops-path`.
+    pub gitops_path: Option<String>,
+    /// `--gateway-api`: Cilium's Gateway API support.
+    pub gateway_api: bool,
+    /// A GitOps token was given (`--gitops-token` / `CTO_GITOPS_TOKEN`). Only the fact is kept;
+    /// the token itself never enters the request, the spec or the checkpoint.
+    pub gitops_credentials: bool,
 }
 
 /// The validated install plan. Stored in the checkpoint; `--resume` compares against it.
@@ -205,6 +223,105 @@ pub struct ClusterSpec {
     /// Talos config patches, validated, in the order they apply.
     #[serde(default)]
     pub config_patches: Vec<PatchSource>,
+    /// Where the platform's Argo CD Applications live (the app-of-apps source).
+    #[serde(default)]
+    pub gitops: GitopsSource,
+    /// Cilium's Gateway API support (`--gateway-api`).
+    #[serde(default)]
+    pub gateway_api: bool,
+}
+
+/// The repository, revision and path the root Application syncs. The root Application's
+/// source path is `<path>/apps/<profile>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitopsSource {
+    /// Repository URL (`https://…` or `ssh://…` / `git@host:owner/repo`).
+    pub repo: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// The GitOps tree's directory inside the repository, without slashes at either end.
+    pub path: String,
+    /// The install was started with a token for this repository; a run that must create the
+    /// repository credential needs it again (it is never stored).
+    #[serde(default)]
+    pub credentials: bool,
+}
+
+impl Default for GitopsSource {
+    fn default() -> Self {
+        GitopsSource {
+            repo: DEFAULT_GITOPS_REPO.to_owned(),
+            revision: DEFAULT_GITOPS_REVISION.to_owned(),
+            path: DEFAULT_GITOPS_PATH.to_owned(),
+            credentials: false,
+        }
+    }
+}
+
+impl GitopsSource {
+    /// The directory the root Application syncs for `profile`.
+    pub fn profile_path(&self, profile: Profile) -> String {
+        if self.path.is_empty() || self.path == "." {
+            format!("apps/{profile}")
+        } else {
+            format!("{}/apps/{profile}", self.path)
+        }
+    }
+}
+
+/// A token for the GitOps repository. `Debug` and `Display` print `[redacted]`; it is read from
+/// `--gitops-token` / `CTO_GITOPS_TOKEN` on every run and never written anywhere but the
+/// cluster's Argo CD repository Secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GitopsToken(String);
+
+impl GitopsToken {
+    /// Wraps a token; surrounding whitespace is removed.
+    pub fn new(token: impl Into<String>) -> Self {
+        GitopsToken(token.into().trim().to_owned())
+    }
+
+    /// The token itself. Only for building the repository Secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for GitopsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GitopsToken([redacted])")
+    }
+}
+
+impl fmt::Display for GitopsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Checks a GitOps repository URL: `https://host/…`, `ssh://…` or scp-like `git@host:path`.
+fn validate_repo_url(value: &str) -> Result<String, SpecError> {
+    let v = value.trim();
+    let ok = if let Some(rest) = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("ssh://"))
+    {
+        rest.split('/').next().is_some_and(|h| !h.is_empty()) && rest.contains('/')
+    } else if let Some((user_host, path)) = v.split_once(':') {
+        user_host.contains('@') && !user_host.contains('/') && !path.is_empty()
+    } else {
+        false
+    };
+    if ok && !v.contains(char::is_whitespace) {
+        Ok(v.to_owned())
+    } else {
+        Err(refuse(
+            "--gitops-repo",
+            value,
+            "expected an https:// or ssh:// repository URL (or git@host:owner/repo)",
+        ))
+    }
 }
 
 /// A node the spec asks for.
@@ -363,6 +480,11 @@ impl InstallRequest {
             image_factory_url: spec.image_factory_url.clone(),
             lab: spec.lab,
             config_patches: spec.config_patches.clone(),
+            gitops_repo: Some(spec.gitops.repo.clone()),
+            gitops_revision: Some(spec.gitops.revision.clone()),
+            gitops_path: Some(spec.gitops.path.clone()),
+            gateway_api: spec.gateway_api,
+            gitops_credentials: spec.gitops.credentials,
         }
     }
 
@@ -541,8 +663,50 @@ impl InstallRequest {
             .transpose()?;
 
         for patch in &self.config_patches {
-            metal::talos::config::ConfigPatch::parse(&patch.source, &patch.content)
+            let parsed = metal::talos::config::ConfigPatch::parse(&patch.source, &patch.content)
                 .map_err(|e| refuse(patch.scope.flag(), &patch.source, e.to_string()))?;
+            // A patch must not change the role of a machine it applies to: caught here, before
+            // anything is ordered, rather than when the configs are rendered.
+            use metal::talos::config::MachineType;
+            let roles: &[MachineType] = match patch.scope {
+                PatchScope::ControlPlane => &[MachineType::ControlPlane],
+                PatchScope::Worker => &[MachineType::Worker],
+                PatchScope::All if self.nodes > self.control_planes => {
+                    &[MachineType::ControlPlane, MachineType::Worker]
+                }
+                PatchScope::All => &[MachineType::ControlPlane],
+            };
+            for role in roles {
+                parsed
+                    .check_role(*role)
+                    .map_err(|e| refuse(patch.scope.flag(), &patch.source, e.to_string()))?;
+            }
+        }
+
+        let gitops_repo =
+            validate_repo_url(self.gitops_repo.as_deref().unwrap_or(DEFAULT_GITOPS_REPO))?;
+        let revision = self
+            .gitops_revision
+            .as_deref()
+            .unwrap_or(DEFAULT_GITOPS_REVISION);
+        if revision.trim().is_empty() || revision.contains(char::is_whitespace) {
+            return Err(refuse(
+                "--gitops-revision",
+                revision,
+                "a branch, tag or commit, without spaces",
+            ));
+        }
+        let raw_path = self.gitops_path.as_deref().unwrap_or(DEFAULT_GITOPS_PATH);
+        let path = raw_path.trim().trim_matches('/');
+        if path.is_empty()
+            || path.contains(char::is_whitespace)
+            || path.split('/').any(|c| c == "..")
+        {
+            return Err(refuse(
+                "--gitops-path",
+                raw_path,
+                "a directory inside the repository (e.g. gitops), without '..'",
+            ));
         }
 
         Ok(ClusterSpec {
@@ -562,6 +726,13 @@ impl InstallRequest {
             image_factory_url,
             lab: self.lab,
             config_patches: self.config_patches.clone(),
+            gitops: GitopsSource {
+                repo: gitops_repo,
+                revision: revision.trim().to_owned(),
+                path: path.to_owned(),
+                credentials: self.gitops_credentials,
+            },
+            gateway_api: self.gateway_api,
         })
     }
 }
@@ -711,6 +882,31 @@ impl ClusterSpec {
             "image_factory_url",
             opt(&self.image_factory_url),
             opt(&requested.image_factory_url),
+        );
+        cmp(
+            "gitops_repo",
+            self.gitops.repo.clone(),
+            requested.gitops.repo.clone(),
+        );
+        cmp(
+            "gitops_revision",
+            self.gitops.revision.clone(),
+            requested.gitops.revision.clone(),
+        );
+        cmp(
+            "gitops_path",
+            self.gitops.path.clone(),
+            requested.gitops.path.clone(),
+        );
+        cmp(
+            "gitops_credentials",
+            self.gitops.credentials.to_string(),
+            requested.gitops.credentials.to_string(),
+        );
+        cmp(
+            "gateway_api",
+            self.gateway_api.to_string(),
+            requested.gateway_api.to_string(),
         );
         out
     }
@@ -897,6 +1093,38 @@ mod tests {
                 "--storage-disk",
                 "nvme1n1",
             ),
+            (
+                InstallRequest {
+                    gitops_repo: Some("ftp://example.com/x".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+                "ftp://example.com/x",
+            ),
+            (
+                InstallRequest {
+                    gitops_revision: Some(" ".into()),
+                    ..request()
+                },
+                "--gitops-revision",
+                " ",
+            ),
+            (
+                InstallRequest {
+                    gitops_path: Some("/".into()),
+                    ..request()
+                },
+                "--gitops-path",
+                "/",
+            ),
+            (
+                InstallRequest {
+                    gitops_path: Some("../x".into()),
+                    ..request()
+                },
+                "--gitops-path",
+                "../x",
+            ),
         ];
         for (req, flag, value) in cases {
             let err = req.validate().expect_err(flag);
@@ -964,5 +1192,99 @@ mod tests {
         let fields: Vec<_> = a.diff(&b).into_iter().map(|d| d.field).collect();
         assert_eq!(fields, ["nodes", "region"]);
         assert!(a.diff(&a).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod gitops_tests {
+    use super::*;
+
+    fn request() -> InstallRequest {
+        InstallRequest {
+            cluster_name: "prod".into(),
+            nodes: 3,
+            control_planes: 1,
+            sync_timeout_minutes: 30,
+            project: Some("proj_lab".into()),
+            api_url: "https://api.latitude.sh".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gitops_defaults_and_profile_path() {
+        let spec = request().validate().unwrap();
+        assert_eq!(spec.gitops, GitopsSource::default());
+        assert_eq!(spec.gitops.repo, "https://github.com/5dlabs/cto");
+        assert_eq!(
+            spec.gitops.profile_path(Profile::Standard),
+            "gitops/apps/standard"
+        );
+        assert!(!spec.gateway_api);
+    }
+
+    #[test]
+    fn repo_urls_accept_https_ssh_and_scp_forms() {
+        for ok in [
+            "https://github.com/me/platform",
+            "ssh://git@github.com/me/platform.git",
+            "git@github.com:me/platform.git",
+        ] {
+            let spec = InstallRequest {
+                gitops_repo: Some(ok.into()),
+                gitops_path: Some("/deploy/gitops/".into()),
+                ..request()
+            }
+            .validate()
+            .unwrap();
+            assert_eq!(spec.gitops.repo, ok);
+            assert_eq!(spec.gitops.path, "deploy/gitops");
+        }
+        for bad in ["http://github.com/x/y", "github.com/x/y", "https://", ""] {
+            let err = InstallRequest {
+                gitops_repo: Some(bad.into()),
+                ..request()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.flag, "--gitops-repo");
+        }
+    }
+
+    #[test]
+    fn gitops_fields_round_trip_and_diff() {
+        let a = InstallRequest {
+            gitops_revision: Some("v1.2.3".into()),
+            gateway_api: true,
+            gitops_credentials: true,
+            ..request()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(InstallRequest::from_spec(&a).validate().unwrap(), a);
+        let b = request().validate().unwrap();
+        let fields: Vec<_> = a.diff(&b).into_iter().map(|d| d.field).collect();
+        assert_eq!(
+            fields,
+            ["gitops_revision", "gitops_credentials", "gateway_api"]
+        );
+    }
+
+    #[test]
+    fn the_token_never_prints() {
+        let t = GitopsToken::new(" ghp_secret\n");
+        assert_eq!(t.expose(), "ghp_secret");
+        assert!(!format!("{t:?} {t}").contains("ghp_secret"));
+    }
+
+    #[test]
+    fn an_older_spec_without_gitops_fields_still_loads() {
+        let spec = request().validate().unwrap();
+        let mut value = serde_json::to_value(&spec).unwrap();
+        let obj = value.as_object_mut().unwrap();
+        obj.remove("gitops");
+        obj.remove("gateway_api");
+        let back: ClusterSpec = serde_json::from_value(value).unwrap();
+        assert_eq!(back, spec);
     }
 }

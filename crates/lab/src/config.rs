@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::LabError;
+use crate::faults::FaultSpec;
 
 /// Configuration of one lab. Every field has a default, so `{}` is a valid file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -29,6 +30,21 @@ pub struct LabConfig {
     pub out_of_stock_sites: Vec<String>,
     /// How long each provisioning phase lasts, in modelled seconds.
     pub timeline: Timeline,
+    /// Faults to inject, in the `--faults` grammar (`"latitude.5xx=0.1,server.fail=a-cp-1"`;
+    /// see [`FaultSpec`] and docs/lab.md). Empty: none.
+    pub faults: FaultSpec,
+    /// Argo CD Applications (by name) that the lab keeps `Degraded` instead of letting them
+    /// become Healthy. `argocd.degraded=APP` in [`LabConfig::faults`] adds to it.
+    #[serde(default)]
+    pub argocd_degraded: Vec<String>,
+    /// Git repositories the simulated Argo CD reads, by URL: `{"https://git.example/x.git":
+    /// "/path/to/checkout"}` (the directory is the repository root; an Application's
+    /// `spec.source.path` is resolved against it). Without an entry, every URL ending in `/cto`
+    /// or `/cto.git` (and `https://github.com/5dlabs/cto`) maps to this repository's `gitops/`
+    /// tree as compiled into the lab; other repositories are not read (their Applications
+    /// just become Synced and Healthy).
+    #[serde(default)]
+    pub git_repos: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -42,6 +58,9 @@ impl Default for LabConfig {
             capacity_per_site: 250,
             out_of_stock_sites: Vec::new(),
             timeline: Timeline::default(),
+            faults: FaultSpec::default(),
+            argocd_degraded: Vec::new(),
+            git_repos: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -69,6 +88,30 @@ pub struct Timeline {
     /// From the moment both the node is in normal mode and its cluster is bootstrapped until
     /// its kubelet registers the Node object.
     pub kubelet_start: f64,
+    /// From the moment a Deployment, StatefulSet or DaemonSet generation can schedule its pods
+    /// until it is rolled out (all replicas ready and available).
+    #[serde(default = "default_workload_rollout")]
+    pub workload_rollout: f64,
+    /// From the moment a Job's pod can schedule until it completes (or fails); a Helm Job
+    /// installs its chart then.
+    #[serde(default = "default_job_run")]
+    pub job_run: f64,
+    /// How long the simulated Argo CD takes to sync one Application (or one sync wave of an
+    /// app of apps).
+    #[serde(default = "default_argocd_sync")]
+    pub argocd_sync: f64,
+}
+
+fn default_workload_rollout() -> f64 {
+    20.0
+}
+
+fn default_job_run() -> f64 {
+    30.0
+}
+
+fn default_argocd_sync() -> f64 {
+    10.0
 }
 
 impl Default for Timeline {
@@ -81,6 +124,9 @@ impl Default for Timeline {
             talos_install: 120.0,
             bootstrap_ready: 10.0,
             kubelet_start: 30.0,
+            workload_rollout: default_workload_rollout(),
+            job_run: default_job_run(),
+            argocd_sync: default_argocd_sync(),
         }
     }
 }
@@ -126,6 +172,9 @@ impl LabConfig {
             ("timeline.talos_install", t.talos_install),
             ("timeline.bootstrap_ready", t.bootstrap_ready),
             ("timeline.kubelet_start", t.kubelet_start),
+            ("timeline.workload_rollout", t.workload_rollout),
+            ("timeline.job_run", t.job_run),
+            ("timeline.argocd_sync", t.argocd_sync),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!(

@@ -21,6 +21,9 @@ mod api;
 mod catalogue;
 mod config;
 mod error;
+/// Fault injection: the `--faults` grammar ([`faults::FaultSpec`]) and what it does.
+pub mod faults;
+mod gitops;
 mod ipxe;
 /// The Kubernetes API server a Talos control plane runs (`<ip>:6443`), public so that
 /// integration tests can start one on its own: [`kube::start`], [`kube::admin_kubeconfig`].
@@ -43,6 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{LabConfig, Timeline};
 pub use error::LabError;
+pub use faults::{FaultSpec, FaultSpecError};
 pub use talos::TALOS_API_PORT;
 pub use world::LAB_PROJECT_ID;
 
@@ -67,10 +71,18 @@ pub struct LabHandle {
 /// `listen` (port 0 picks a free port; see [`LabHandle::url`]) and starts the Talos node
 /// reconciler.
 pub async fn start(
-    config: LabConfig,
+    mut config: LabConfig,
     state_dir: &Path,
     listen: SocketAddr,
 ) -> Result<LabHandle, LabError> {
+    for app in config.faults.argocd_degraded.clone() {
+        if !config.argocd_degraded.contains(&app) {
+            config.argocd_degraded.push(app);
+        }
+    }
+    if !config.faults.is_empty() {
+        tracing::info!(faults = %config.faults, "lab injects faults");
+    }
     config
         .validate()
         .map_err(|reason| LabError::InvalidConfig { path: None, reason })?;

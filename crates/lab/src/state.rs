@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::LabError;
 use crate::config::LabConfig;
+use crate::faults::Faults;
 use crate::ratelimit::RateLimiter;
 use crate::world::World;
 
@@ -18,12 +19,16 @@ pub(crate) struct Lab {
     pub limiter: Mutex<RateLimiter>,
     /// Source of `X-Request-Id` values.
     pub request_seq: AtomicU64,
+    /// Injected faults (`config.faults`) and their random source.
+    pub faults: Arc<Faults>,
 }
 
 impl Lab {
     pub fn new(config: LabConfig, state_dir: PathBuf, world: World) -> Lab {
+        let faults = Arc::new(Faults::new(config.faults.clone()));
         Lab {
             config,
+            faults,
             state_dir,
             world: Mutex::new(world),
             limiter: Mutex::new(RateLimiter::default()),

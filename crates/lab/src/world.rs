@@ -87,6 +87,22 @@ pub(crate) struct Server {
     /// is in maintenance mode (and for every other server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talos: Option<TalosState>,
+    /// An injected fault (`server.fail`) doomed this deployment: after `starting_deploy` the
+    /// server reports `failed_deployment` and never boots. A reinstall clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+}
+
+impl Server {
+    /// The Latitude status at `now_ms`: the lifecycle's, or `failed_deployment` once a doomed
+    /// deployment leaves `starting_deploy`.
+    pub fn status(&self, now_ms: i64, config: &crate::config::LabConfig) -> &'static str {
+        match self.lifecycle.status(now_ms, config) {
+            "starting_deploy" => "starting_deploy",
+            _ if self.failed => "failed_deployment",
+            status => status,
+        }
+    }
 }
 
 /// The persisted Talos state of one server, reset by a reinstall. Everything else (listener

@@ -117,6 +117,29 @@ fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSour
     if args.provider.lab {
         base.lab = true;
     }
+    if let Some(v) = &args.gitops_repo {
+        base.gitops_repo = Some(v.clone());
+    }
+    if let Some(v) = &args.gitops_revision {
+        base.gitops_revision = Some(v.clone());
+    }
+    if let Some(v) = &args.gitops_path {
+        base.gitops_path = Some(v.clone());
+    }
+    if gitops_token(args).is_some() {
+        base.gitops_credentials = true;
+    }
+    if args.gateway_api {
+        base.gateway_api = true;
+    }
+}
+
+/// `--gitops-token` / `CTO_GITOPS_TOKEN`, when given and not blank.
+fn gitops_token(args: &InstallArgs) -> Option<installer::spec::GitopsToken> {
+    args.gitops_token
+        .as_deref()
+        .map(installer::spec::GitopsToken::new)
+        .filter(|t| !t.expose().is_empty())
 }
 
 fn usage(e: impl std::fmt::Display) -> Failure {
@@ -230,8 +253,15 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         if args.dry_run {
             return dry_run(&args, &spec, &dir).await;
         }
-        let store = CheckpointStore::create(&dir, spec)
-            .map_err(|e| install_failure(InstallError::from(e), &dir))?;
+        let store = CheckpointStore::create(&dir, spec).map_err(|e| match e {
+            // Nothing has happened yet: a state directory that cannot be created or written
+            // is a usage error, not a step to resume.
+            installer::checkpoint::CheckpointError::Io { .. } => usage(format!(
+                "cannot use --state-dir {}: {e}; choose a writable directory",
+                dir.display()
+            )),
+            other => install_failure(InstallError::from(other), &dir),
+        })?;
         (dir, store, false)
     };
     crate::logging::to_state_dir(&state_dir);
@@ -258,7 +288,8 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         approver,
         RunOptions {
             stop_after,
-            timings: Default::default(),
+            timings: context::timings(),
+            gitops_token: gitops_token(&args),
         },
     );
 
@@ -273,6 +304,13 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         }
         Some(Err(err)) => Err(install_failure(err, &state_dir)),
         None => {
+            // A second Ctrl-C (or SIGTERM) ends the process at once. The checkpoint is written
+            // atomically (temp file, rename), so exiting at any instant leaves it whole.
+            tokio::spawn(async {
+                interrupted().await;
+                eprintln!("error: interrupted again; exiting at once (the checkpoint is intact)");
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            });
             let step = orchestrator.record_interruption().ok().flatten();
             let during = step.map_or(String::new(), |s| {
                 format!(" during [{}/22] {s}", s.number())
@@ -367,6 +405,7 @@ async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Re
         RunOptions {
             stop_after: Some(Step::ValidatingPrerequisites),
             timings: Default::default(),
+            gitops_token: None,
         },
     );
     let result = orchestrator.run(false).await;

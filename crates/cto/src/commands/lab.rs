@@ -12,13 +12,22 @@ pub async fn serve(
     listen: SocketAddr,
     state: PathBuf,
     config: Option<PathBuf>,
+    faults: Option<String>,
 ) -> Result<(), Failure> {
-    let config = match &config {
+    let mut config = match &config {
         Some(path) => {
             lab::LabConfig::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?
         }
         None => lab::LabConfig::default(),
     };
+    if let Some(spec) = faults {
+        // The flag's entries come after the file's: rates given twice take the flag's value,
+        // lists (server.fail, node.noboot, …) add up.
+        let merged = format!("{},{spec}", config.faults);
+        config.faults = merged
+            .parse::<lab::FaultSpec>()
+            .map_err(|e| Failure::new(exit::USAGE, format!("invalid --faults {spec:?}: {e}")))?;
+    }
     let handle = lab::start(config, &state, listen)
         .await
         .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start the lab: {e}")))?;

@@ -355,13 +355,13 @@ fn the_in_process_lab_runs_to_step_5_and_then_says_what_is_missing() {
     assert!(started.elapsed() < Duration::from_secs(120));
     assert!(state.join("lab").join("world.json").exists());
 
-    // Continuing runs steps 6-12, then stops with an explicit "not implemented yet", never a
+    // Continuing runs steps 6-19, then stops with an explicit "not implemented yet", never a
     // fake success.
     let out = run(user.cto(None), &["install", "--resume", "--state-dir", s]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("13/22 DeployingCilium is not implemented yet"),
+        err.contains("20/22 ConfiguringStorage is not implemented yet"),
         "{err}"
     );
     assert!(err.contains("cto destroy"), "{err}");

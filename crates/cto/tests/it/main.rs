@@ -5,5 +5,7 @@ mod bad_input;
 mod destroy;
 mod harness;
 mod install;
+mod platform;
 mod regions;
+mod reliability;
 mod talos;

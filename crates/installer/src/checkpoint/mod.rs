@@ -4,6 +4,7 @@
 pub mod model;
 pub mod store;
 
+pub use model::ReplacedServer;
 pub use model::{
     BootState, CHECKPOINT_VERSION, Checkpoint, ConfigState, FailureRecord, Interruption,
     OrderState, Resolved, ServerRecord, now_rfc3339,

@@ -80,6 +80,13 @@ pub struct Resolved {
     /// The first control plane accepted `Bootstrap` (or said it already was).
     #[serde(default)]
     pub bootstrapped: bool,
+    /// The Helm install Job of each release (`cilium` → `helm-install-cilium-1a2b3c4d5e`), named
+    /// after a hash of chart, version and values: the same name means the same install.
+    #[serde(default)]
+    pub helm_jobs: std::collections::BTreeMap<String, String>,
+    /// The root Application (`cto-platform`) was applied.
+    #[serde(default)]
+    pub app_of_apps_applied: bool,
 }
 
 /// Where the order of one server stands. The intent is written *before* the billable call, so
@@ -153,6 +160,25 @@ pub struct ServerRecord {
     /// The node answered over mutual TLS with the cluster's OS CA: Talos is installed.
     #[serde(default)]
     pub installed: bool,
+    /// Servers of this node that failed their deployment and were (or are being) replaced,
+    /// oldest first. The entry is written before the delete, so a run cut off in between
+    /// finishes the replacement instead of ordering a second server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<ReplacedServer>,
+}
+
+/// A server that failed its deployment and is replaced by a new one with the same hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacedServer {
+    /// Its provider id.
+    pub id: String,
+    /// The status it reported (`failed_deployment`).
+    pub status: String,
+    /// When the replacement started.
+    pub at: String,
+    /// The provider confirmed it is gone (only then is the replacement ordered).
+    pub gone: bool,
 }
 
 /// Where applying a node's machine config stands. Like an order, the intent is written before
@@ -219,6 +245,7 @@ impl Checkpoint {
                 maintenance_spki: None,
                 config: ConfigState::NotApplied,
                 installed: false,
+                replaced: Vec::new(),
             })
             .collect();
         Checkpoint {

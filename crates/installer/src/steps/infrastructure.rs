@@ -15,7 +15,7 @@ use metal::provider::{Machine, MachineOrder, MachineState, Provider, ProviderErr
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::checkpoint::{BootState, OrderState, now_rfc3339};
+use crate::checkpoint::{BootState, OrderState, ReplacedServer, now_rfc3339};
 use crate::error::StepError;
 use crate::events::{Approval, Event, OrderSummary};
 use crate::steps::{StepContext, StepFailure, StepResult};
@@ -24,7 +24,14 @@ use crate::steps::{StepContext, StepFailure, StepResult};
 pub(crate) const TALOS_API_PORT: u16 = 50000;
 
 /// How often an ambiguous order (the answer was lost) is looked up and retried.
-const ORDER_ATTEMPTS: usize = 3;
+const ORDER_ATTEMPTS: usize = 5;
+
+/// How many times one node's failed deployment is replaced in one run before the step gives up.
+pub(crate) const MAX_REPLACEMENTS: usize = 2;
+
+/// How long a deleted failed server may take to disappear from the provider's listing before
+/// the replacement is ordered.
+const DELETE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 fn index_by_hostname(machines: &[Machine]) -> HashMap<&str, Vec<&Machine>> {
     let mut map: HashMap<&str, Vec<&Machine>> = HashMap::new();
@@ -243,6 +250,14 @@ async fn order_one<P: Provider>(
                 }
                 last = Some(e);
             }
+            Err(e) if e.kind == ProviderErrorKind::Rejected && is_no_stock(&e.message) => {
+                return Err(StepError::OutOfStock {
+                    hostname: order.hostname.clone(),
+                    plan: order.plan.clone(),
+                    site: order.site.clone(),
+                    detail: e.message,
+                });
+            }
             Err(e) => return Err(StepError::provider(context(), e)),
         }
     }
@@ -252,6 +267,12 @@ async fn order_one<P: Provider>(
             metal::provider::ProviderError::new(ProviderErrorKind::Transient, "no answer")
         }),
     ))
+}
+
+/// True for the provider's "no stock" refusal of an order.
+fn is_no_stock(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("no stock") || m.contains("out of stock")
 }
 
 fn adopt<P: Provider>(
@@ -331,6 +352,18 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
     let started = Instant::now();
     let mut interval = ctx.timings.poll_min;
     let mut reported: HashMap<String, String> = HashMap::new();
+    // A replacement cut off by an earlier run is finished before anything else.
+    let unfinished: Vec<String> = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .filter(|s| s.id.is_none() || s.replaced.iter().any(|r| !r.gone))
+        .map(|s| s.hostname.clone())
+        .collect();
+    for hostname in unfinished {
+        finish_replacement(ctx, &hostname).await?;
+    }
+    let mut replacements: HashMap<String, usize> = HashMap::new();
     loop {
         let machines = ctx.provider.list_machines().await.map_err(|e| {
             StepError::provider("listing servers while waiting for them to deploy", e)
@@ -352,12 +385,45 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                 .into());
             };
             if machine.state.is_failed() {
-                return Err(StepError::ServerFailed {
-                    hostname: record.hostname.clone(),
-                    id,
-                    status: machine.raw_status.clone(),
+                let done = replacements.entry(record.hostname.clone()).or_default();
+                if *done >= MAX_REPLACEMENTS {
+                    return Err(StepError::ServerFailedRepeatedly {
+                        hostname: record.hostname.clone(),
+                        id,
+                        status: machine.raw_status.clone(),
+                        replaced: *done,
+                    }
+                    .into());
                 }
-                .into());
+                *done += 1;
+                ctx.warn(format!(
+                    "server {} ({id}) reports {}; deleting it and ordering a replacement ({} of at most {MAX_REPLACEMENTS})",
+                    record.hostname, machine.raw_status, *done
+                ));
+                ctx.node_status(
+                    &record.hostname,
+                    machine.raw_status.clone(),
+                    Some(id.clone()),
+                );
+                let at = now_rfc3339();
+                let status = machine.raw_status.clone();
+                ctx.update(|cp| {
+                    if let Some(s) = cp.server_mut(&record.hostname)
+                        && !s.replaced.iter().any(|r| r.id == id)
+                    {
+                        s.replaced.push(ReplacedServer {
+                            id: id.clone(),
+                            status,
+                            at,
+                            gone: false,
+                        });
+                    }
+                })?;
+                finish_replacement(ctx, &record.hostname).await?;
+                reported.remove(&record.hostname);
+                pending.push(format!("{} (replaced)", record.hostname));
+                changed = false;
+                break;
             }
             let ready = match (machine.state, machine.primary_ipv4) {
                 (MachineState::Ready, Some(_)) => true,
@@ -495,5 +561,150 @@ pub(crate) async fn booting_talos<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
             }
         }
     }
+    Ok(())
+}
+
+/// Replaces a failed server of `hostname` whose replacement is recorded in the checkpoint:
+/// deletes it, lists until the provider no longer reports it (bounded), then records the intent
+/// and orders a server with the same hostname — adopting one instead when an earlier run's
+/// order went through. Idempotent: a run cut off anywhere in here finishes the job.
+async fn finish_replacement<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    hostname: &str,
+) -> StepResult {
+    let Some(record) = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .find(|s| s.hostname == hostname)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    if let Some(old) = record.replaced.iter().find(|r| !r.gone).cloned() {
+        ctx.node_status(hostname, "deleting the failed server", Some(old.id.clone()));
+        ctx.provider.delete_machine(&old.id).await.map_err(|e| {
+            StepError::provider(
+                format!(
+                    "deleting {hostname} ({}) after it reported {}",
+                    old.id, old.status
+                ),
+                e,
+            )
+        })?;
+        let started = Instant::now();
+        let mut interval = ctx.timings.poll_min;
+        loop {
+            let machines = ctx.provider.list_machines().await.map_err(|e| {
+                StepError::provider(format!("listing servers until {} is gone", old.id), e)
+            })?;
+            if !machines.iter().any(|m| m.id == old.id) {
+                break;
+            }
+            if started.elapsed() >= DELETE_CONFIRM_TIMEOUT {
+                return Err(StepError::Timeout {
+                    what: format!(
+                        "the failed server {hostname} ({}) to disappear after its deletion; no replacement was ordered",
+                        old.id
+                    ),
+                    waited_s: started.elapsed().as_secs(),
+                    pending: format!("{hostname} ({})", old.id),
+                }
+                .into());
+            }
+            tokio::time::sleep(interval).await;
+            interval = interval.mul_f64(1.5).min(ctx.timings.poll_max);
+        }
+        // Gone: only now may a replacement be ordered. The intent is recorded first.
+        let at = now_rfc3339();
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(hostname) {
+                for r in s.replaced.iter_mut().filter(|r| r.id == old.id) {
+                    r.gone = true;
+                }
+                if s.id.as_deref() == Some(old.id.as_str()) || s.id.is_none() {
+                    s.id = None;
+                    s.order = OrderState::Intended { at };
+                    s.status = None;
+                    s.primary_ipv4 = None;
+                    s.boot = BootState::Unknown;
+                    s.maintenance_spki = None;
+                }
+            }
+        })?;
+    }
+    let Some(record) = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .find(|s| s.hostname == hostname)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    if record.id.is_some() {
+        return Ok(());
+    }
+    if !matches!(record.order, OrderState::Intended { .. }) {
+        let at = now_rfc3339();
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(hostname) {
+                s.order = OrderState::Intended { at };
+            }
+        })?;
+    }
+    let site = record
+        .site
+        .clone()
+        .or_else(|| ctx.checkpoint().resolved.site.clone())
+        .ok_or_else(|| StepError::Inconsistent {
+            what: "the chosen site".into(),
+        })?;
+    let ipxe_url =
+        ctx.checkpoint()
+            .resolved
+            .ipxe_url
+            .clone()
+            .ok_or_else(|| StepError::Inconsistent {
+                what: "the iPXE URL".into(),
+            })?;
+    let order = MachineOrder {
+        hostname: hostname.to_owned(),
+        plan: record.plan.clone(),
+        site,
+        ipxe_url,
+    };
+    // An earlier run may have ordered the replacement and been cut off before recording it.
+    let existing = ctx
+        .provider
+        .list_machines()
+        .await
+        .map_err(|e| StepError::provider("listing servers before ordering a replacement", e))?;
+    let found: Vec<&Machine> = existing
+        .iter()
+        .filter(|m| m.hostname == hostname && !record.replaced.iter().any(|r| r.id == m.id))
+        .collect();
+    if !found.is_empty() {
+        let machine = single(hostname, &found)?.clone();
+        adopt(ctx, hostname, &machine)?;
+        return Ok(());
+    }
+    let (machine, adopted) = order_one(ctx.provider.as_ref(), &order).await?;
+    record_machine(ctx, hostname, &machine, adopted)?;
+    if adopted {
+        ctx.reporter.report(Event::ServerAdopted {
+            hostname: hostname.to_owned(),
+            id: machine.id.clone(),
+            status: machine.raw_status.clone(),
+        });
+    } else {
+        ctx.reporter.report(Event::ServerOrdered {
+            hostname: hostname.to_owned(),
+            id: machine.id.clone(),
+            site: order.site.clone(),
+            plan: order.plan.clone(),
+        });
+    }
+    ctx.node_status(hostname, "replacement ordered", Some(machine.id));
     Ok(())
 }

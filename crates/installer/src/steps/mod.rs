@@ -3,8 +3,10 @@
 //! again — after success, after an error, or after the process was killed inside it — converges
 //! instead of repeating billable work.
 
+mod gitops;
 mod infrastructure;
 mod maintenance;
+mod platform;
 mod prerequisites;
 mod talos_bootstrap;
 
@@ -31,6 +33,7 @@ pub(crate) struct StepContext<'a, P: Provider> {
     pub reporter: &'a dyn Reporter,
     pub approver: &'a dyn Approver,
     pub timings: &'a Timings,
+    pub gitops_token: Option<&'a crate::spec::GitopsToken>,
 }
 
 impl<P: Provider> StepContext<'_, P> {
@@ -115,7 +118,7 @@ pub(crate) type StepResult = Result<(), StepFailure>;
 
 /// True for the steps this build implements.
 pub(crate) fn is_implemented(step: Step) -> bool {
-    step <= Step::WaitingWorkerJoin
+    step <= Step::WaitingGitOpsSync
 }
 
 /// Runs one step.
@@ -133,6 +136,15 @@ pub(crate) async fn run<P: Provider>(step: Step, ctx: &mut StepContext<'_, P>) -
         Step::WaitingKubernetes => talos_bootstrap::waiting_kubernetes(ctx).await,
         Step::ApplyingWorkerConfig => talos_bootstrap::applying_configs(ctx, Role::Worker).await,
         Step::WaitingWorkerJoin => talos_bootstrap::waiting_worker_join(ctx).await,
+        Step::DeployingCilium => platform::deploying_cilium(ctx).await,
+        Step::DeployingBootstrapResources => platform::deploying_bootstrap_resources(ctx).await,
+        Step::DeployingLocalPathProvisioner => {
+            platform::deploying_local_path_provisioner(ctx).await
+        }
+        Step::DeployingArgoCD => platform::deploying_argocd(ctx).await,
+        Step::WaitingArgoCDReady => gitops::waiting_argocd_ready(ctx).await,
+        Step::ApplyingAppOfApps => gitops::applying_app_of_apps(ctx).await,
+        Step::WaitingGitOpsSync => gitops::waiting_gitops_sync(ctx).await,
         other => Err(StepFailure::Failed(StepError::Inconsistent {
             what: format!("an implementation of {other} in this build"),
         })),

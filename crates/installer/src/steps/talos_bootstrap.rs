@@ -337,31 +337,61 @@ pub(crate) async fn applying_configs<P: Provider>(
     }
 }
 
+/// True for Talos API errors worth another attempt: the node (or the network) was briefly
+/// unavailable, not a refusal of what was asked.
+fn is_transient_talos(error: &metal::talos::client::TalosClientError) -> bool {
+    use metal::talos::client::TalosClientError;
+    // gRPC codes DEADLINE_EXCEEDED (4), RESOURCE_EXHAUSTED (8), ABORTED (10), UNAVAILABLE (14).
+    match error.code() {
+        Some(code) => matches!(code as i32, 4 | 8 | 10 | 14),
+        None => matches!(error, TalosClientError::Connect { .. }),
+    }
+}
+
 async fn apply_one(
     addr: SocketAddr,
     config: Vec<u8>,
-    intended: bool,
+    mut intended: bool,
     timeout: Duration,
     probe_timeout: Duration,
 ) -> Result<ApplyResult, String> {
     let started = Instant::now();
     let mut interval = Duration::from_millis(250);
     loop {
-        match probe(addr, probe_timeout).await {
+        let outcome = probe(addr, probe_timeout).await;
+        match outcome {
             ProbeOutcome::Maintenance { .. } => {
-                let mut client = TalosClient::maintenance(addr, probe_timeout)
-                    .await
-                    .map_err(|e| format!("connecting in maintenance mode: {e}"))?;
-                client
-                    .apply_configuration(&config, ApplyMode::Reboot)
-                    .await
-                    .map_err(|e| format!("the node rejected its machine config: {e}"))?;
-                return Ok(ApplyResult::Applied);
+                // Transient failures (UNAVAILABLE, a dropped connection) are retried; a
+                // refusal of the config is not.
+                let attempt = match TalosClient::maintenance(addr, probe_timeout).await {
+                    Ok(mut client) => {
+                        // From here on the node may have taken the config even if the answer
+                        // is lost.
+                        intended = true;
+                        client
+                            .apply_configuration(&config, ApplyMode::Reboot)
+                            .await
+                            .map_err(|e| {
+                                (
+                                    is_transient_talos(&e),
+                                    format!("the node rejected its machine config: {e}"),
+                                )
+                            })
+                    }
+                    Err(e) => Err((
+                        is_transient_talos(&e),
+                        format!("connecting in maintenance mode: {e}"),
+                    )),
+                };
+                match attempt {
+                    Ok(_) => return Ok(ApplyResult::Applied),
+                    Err((true, message)) if started.elapsed() < timeout => {
+                        tracing::debug!(%addr, %message, "transient Talos error; retrying");
+                    }
+                    Err((_, message)) => return Err(message),
+                }
             }
             ProbeOutcome::Installed { .. } if intended => return Ok(ApplyResult::AlreadyApplied),
-            ProbeOutcome::NotListening { .. } if intended => {
-                return Ok(ApplyResult::AlreadyApplied);
-            }
             ProbeOutcome::Installed { reason } => {
                 return Err(format!(
                     "is not in maintenance mode any more ({reason}) although cto never applied a config to it; wipe it (reinstall with iPXE) and resume"
@@ -475,13 +505,32 @@ pub(crate) async fn bootstrapping<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
         address: addr.to_string(),
         message,
     };
-    let mut client = TalosClient::connect(addr, &talosconfig, ctx.timings.probe_timeout)
-        .await
-        .map_err(|e| node_err(format!("connecting over mutual TLS: {e}")))?;
-    let outcome = client
-        .bootstrap()
-        .await
-        .map_err(|e| node_err(format!("bootstrapping etcd: {e}")))?;
+    // `bootstrap` itself retries UNAVAILABLE and FailedPrecondition; a connection that fails
+    // or a call cut off (a flaky network, a node briefly unavailable) is retried here.
+    let started = Instant::now();
+    let mut interval = Duration::from_millis(250);
+    let outcome = loop {
+        let attempt =
+            match TalosClient::connect(addr, &talosconfig, ctx.timings.probe_timeout).await {
+                Ok(mut client) => client
+                    .bootstrap()
+                    .await
+                    .map_err(|e| (is_transient_talos(&e), format!("bootstrapping etcd: {e}"))),
+                Err(e) => Err((
+                    is_transient_talos(&e),
+                    format!("connecting over mutual TLS: {e}"),
+                )),
+            };
+        match attempt {
+            Ok(outcome) => break outcome,
+            Err((true, message)) if started.elapsed() < ctx.timings.install_timeout => {
+                tracing::debug!(%addr, %message, "transient Talos error; retrying");
+            }
+            Err((_, message)) => return Err(node_err(message).into()),
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_secs(10));
+    };
     let note = match outcome {
         BootstrapOutcome::Bootstrapped => "etcd bootstrapped",
         BootstrapOutcome::AlreadyBootstrapped => "etcd was already bootstrapped",

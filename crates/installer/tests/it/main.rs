@@ -35,6 +35,10 @@ struct FakeProvider {
     checkpoint_path: Mutex<Option<PathBuf>>,
     /// Hostnames whose intent was not on disk when they were ordered.
     ordered_without_intent: Mutex<Vec<String>>,
+    /// Orders that create a server which then fails its deployment.
+    fail_next_orders: Mutex<usize>,
+    /// The most servers sharing one hostname ever seen at once.
+    max_same_hostname: Mutex<usize>,
 }
 
 impl FakeProvider {
@@ -137,7 +141,26 @@ impl Provider for FakeProvider {
         }
         assert_eq!(order.site, "MIA2");
         assert!(order.ipxe_url.ends_with("/metal-amd64"));
-        let id = self.add(&order.hostname, "ipxe", MachineState::Ready);
+        let state = {
+            let mut fail = self.fail_next_orders.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                MachineState::Failed
+            } else {
+                MachineState::Ready
+            }
+        };
+        let id = self.add(&order.hostname, "ipxe", state);
+        {
+            let world = self.world.lock().unwrap();
+            let same = world
+                .machines
+                .values()
+                .filter(|m| m.hostname == order.hostname)
+                .count();
+            let mut max = self.max_same_hostname.lock().unwrap();
+            *max = (*max).max(same);
+        }
         self.world.lock().unwrap().creates += 1;
         let mut lose = self.lose_create_answers.lock().unwrap();
         if *lose > 0 {
@@ -218,6 +241,7 @@ impl Fixture {
             RunOptions {
                 stop_after: Some(step),
                 timings: Default::default(),
+                ..Default::default()
             },
         );
         orchestrator.run(true).await
@@ -341,24 +365,51 @@ async fn an_existing_server_on_another_os_is_adopted_and_reinstalled_once() {
 }
 
 #[tokio::test]
-async fn a_failed_deployment_stops_the_wait_naming_the_server() {
+async fn a_failed_deployment_is_deleted_then_replaced_under_the_same_hostname() {
     let f = Fixture::new("fail", 1);
     let id = f.provider.add("fail-cp-1", "ipxe", MachineState::Failed);
+    f.run_to(Step::WaitingServersReady).await.unwrap();
+    let world = f.provider.snapshot();
+    assert_eq!(world.deletes, 1, "the failed server was deleted");
+    assert_eq!(world.creates, 1, "one replacement was ordered");
+    assert!(!world.machines.contains_key(&id));
+    assert_eq!(
+        *f.provider.max_same_hostname.lock().unwrap(),
+        1,
+        "the replacement was ordered only once the failed server was gone"
+    );
+    assert!(f.provider.ordered_without_intent.lock().unwrap().is_empty());
+    let cp = f.checkpoint();
+    let record = &cp.servers[0];
+    assert_eq!(record.replaced.len(), 1);
+    assert_eq!(record.replaced[0].id, id);
+    assert_eq!(record.replaced[0].status, "failed_deployment");
+    assert!(record.replaced[0].gone);
+    assert!(record.id.as_deref().is_some_and(|new| new != id));
+    assert_eq!(record.status.as_deref(), Some("on"));
+}
+
+#[tokio::test]
+async fn a_deployment_that_keeps_failing_stops_the_wait_naming_the_server() {
+    let f = Fixture::new("fail", 1);
+    f.provider.add("fail-cp-1", "ipxe", MachineState::Failed);
+    *f.provider.fail_next_orders.lock().unwrap() = 5;
     let err = f.run_to(Step::WaitingServersReady).await.unwrap_err();
     match &err {
         InstallError::Step {
             step: Step::WaitingServersReady,
             source:
-                StepError::ServerFailed {
+                StepError::ServerFailedRepeatedly {
                     hostname,
-                    id: failed,
                     status,
+                    replaced,
+                    ..
                 },
             ..
         } => {
             assert_eq!(hostname, "fail-cp-1");
-            assert_eq!(failed, &id);
             assert_eq!(status, "failed_deployment");
+            assert_eq!(*replaced, 2);
         }
         other => panic!("unexpected: {other}"),
     }
@@ -366,12 +417,17 @@ async fn a_failed_deployment_stops_the_wait_naming_the_server() {
         err.to_string().contains("3/22 WaitingServersReady"),
         "{err}"
     );
+    let world = f.provider.snapshot();
+    assert_eq!((world.deletes, world.creates), (2, 2));
+    assert_eq!(world.machines.len(), 1, "never two servers of one node");
+    assert_eq!(*f.provider.max_same_hostname.lock().unwrap(), 1);
     let cp = f.checkpoint();
     assert_eq!(cp.last_error.unwrap().step, Step::WaitingServersReady);
     assert_eq!(
         cp.completed,
         [Step::ValidatingPrerequisites, Step::CreatingServers]
     );
+    assert_eq!(cp.servers[0].replaced.len(), 2);
 }
 
 #[tokio::test]

@@ -125,6 +125,19 @@ impl ApiError {
         ApiError::one(StatusCode::TOO_MANY_REQUESTS, e)
     }
 
+    /// 503, as a load balancer in front of the API answers when it is overloaded (an injected
+    /// `latitude.5xx` fault).
+    pub fn unavailable() -> ApiError {
+        ApiError::one(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorObject::new(
+                Some("SERVICE_UNAVAILABLE"),
+                "Service Unavailable",
+                "The service is temporarily unavailable. Please try again later.",
+            ),
+        )
+    }
+
     /// 400 for a body that is not JSON.
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::one(

@@ -10,6 +10,8 @@ mod resources;
 mod servers;
 mod ssh_keys;
 
+pub(crate) use servers::check_hostname;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::faults::{Api, Strike};
 use crate::ratelimit::Budget;
 use crate::state::Lab;
 use errors::ApiError;
@@ -138,7 +141,19 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
         tracing::debug!(method = %request.method(), uri = %request.uri(), retry_after, "rate limited");
         return ApiError::rate_limited(retry_after).into_response();
     }
-    next.run(request).await
+    match lab.faults.strike(Api::Latitude).await {
+        Strike::None => next.run(request).await,
+        Strike::ServerError => ApiError::unavailable().into_response(),
+        Strike::RateLimited => {
+            lab.world().counters.http_429 += 1;
+            ApiError::rate_limited(lab.faults.spec.latitude_retry_after).into_response()
+        }
+        Strike::Reset => {
+            // The request takes effect; its answer is lost with the connection.
+            let _ = next.run(request).await;
+            crate::faults::broken_response()
+        }
+    }
 }
 
 /// `GET /_lab/stats`: request counters and live servers (no authentication).

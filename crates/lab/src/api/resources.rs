@@ -186,7 +186,7 @@ pub(crate) fn server(world: &World, config: &LabConfig, server: &Server, now_ms:
             "role": "Bare Metal",
             "primary_ipv4": server.ip.to_string(),
             "primary_ipv6": null,
-            "status": server.lifecycle.status(now_ms, config),
+            "status": server.status(now_ms, config),
             "ipmi_status": "Normal",
             "created_at": timestamp(server.created_at_ms),
             "scheduled_deletion_at": null,

@@ -89,7 +89,7 @@ pub(crate) async fn list(
         .filter(|s| {
             statuses
                 .as_ref()
-                .is_none_or(|v| v.iter().any(|x| x == s.lifecycle.status(now, &lab.config)))
+                .is_none_or(|v| v.iter().any(|x| x == s.status(now, &lab.config)))
         })
         .map(|s| resources::server(&world, &lab.config, s, now))
         .collect();
@@ -210,7 +210,9 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
                 "site",
                 format!("Plan {} is not offered in {site}", plan.slug),
             );
-        } else if !stock::site_in_stock(world, &lab.config, plan, site) {
+        } else if !stock::site_in_stock(world, &lab.config, plan, site)
+            || lab.faults.stock_vanished(site)
+        {
             a.reject(
                 "site",
                 format!(
@@ -273,6 +275,7 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
                 "The lab has run out of loopback addresses for servers",
             )])
         })?;
+        let failed = lab.faults.order_fails(&order.hostname);
         let server = Server {
             id: new_id("sv_"),
             hostname: order.hostname,
@@ -289,6 +292,7 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             ssh_keys: order.ssh_keys,
             tags: order.tags,
             talos: None,
+            failed,
         };
         tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
         let rendered = resources::server(world, &lab.config, &server, now);
@@ -368,6 +372,7 @@ pub(crate) async fn reinstall(
         };
         // A reinstall wipes the disk: the node boots into maintenance mode again.
         server.talos = None;
+        server.failed = false;
         tracing::info!(id = %server.id, os = %server.operating_system, "server reinstalling");
         Ok(())
     })?;

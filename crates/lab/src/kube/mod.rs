@@ -21,43 +21,59 @@
 //!   message. Talos keeps these upstream defaults.
 //! * **Discovery**: `/api`, `/api/v1`, `/apis`, `/apis/<group>[/<version>]`, and aggregated
 //!   discovery (`apidiscovery.k8s.io/v2`) when the `Accept` header asks for it.
-//! * **Resources**: core/v1 `nodes` and `namespaces`, the nodes' `coordination.k8s.io/v1`
-//!   `leases`, and (empty for now) `pods` and `events`: get, list (label and field
-//!   selectors, `limit`/`continue` paging, `resourceVersion` semantics) and watch (from a
+//! * **Resources**: core/v1 `nodes`, `namespaces`, `configmaps`, `secrets`,
+//!   `serviceaccounts`, `services`, `events`, `pods` (read-only, empty); `leases`; apps/v1
+//!   `deployments`, `daemonsets`, `statefulsets`; batch/v1 `jobs`; RBAC's four; `storageclasses`;
+//!   `customresourcedefinitions` and the custom resources they define. Get, list (label and
+//!   field selectors, `limit`/`continue` paging, `resourceVersion` semantics), watch (from a
 //!   resource version, synthetic initial events, bookmarks, `sendInitialEvents`,
-//!   `timeoutSeconds`), as JSON, as `meta.k8s.io/v1` `Table` (what `kubectl get` prints) or as
-//!   `PartialObjectMetadata`; errors are `v1` `Status` objects with the real reasons and codes.
-//!   Verbs the lab does not implement yet are not advertised and answer `405`.
+//!   `timeoutSeconds`), create, update, delete, patch (JSON merge, strategic merge, JSON patch,
+//!   server-side apply with managed fields and conflicts) and `/status`, as JSON, as
+//!   `meta.k8s.io/v1` `Table` (what `kubectl get` prints) or as `PartialObjectMetadata`; errors
+//!   are `v1` `Status` objects with the real reasons and codes. Verbs the lab does not
+//!   implement are not advertised and answer `405`.
+//! * **Simulated controllers** (`controllers`): workload rollouts, Jobs, Helm Jobs that
+//!   install charts, the CNI making Nodes Ready, namespace termination, and Argo CD.
+//! * **Persistence**: with [`ClusterOptions::state_file`], every object survives a restart
+//!   with its resource version.
 //! * **Health and version**: `/healthz`, `/livez`, `/readyz` (with `?verbose` and per-check
 //!   paths) and `/version`, whose `gitVersion` is the control-plane kubelets' version.
 //!
 //! Module map: `server` (TLS, authentication, authorization, routing, handlers, watch streams),
-//! `store` (objects and events, generic over group/version/resource), `discovery` (the
-//! resource registry and discovery documents), `objects` (Node and Namespace objects, tables),
+//! `store` (objects and events, generic over group/version/resource, persistence), `discovery`
+//! (the resource registry, CRD registration and discovery documents), `write` (the write
+//! verbs and validation), `fields` (managed fields and patches), `controllers` (the simulated
+//! controllers), `objects` (Node and Namespace objects, tables),
 //! `selectors` (label and field selectors), `status` (error `Status` objects), `certs` (issuing
 //! from the cluster CA), `kubeconfig` ([`admin_kubeconfig`](crate::kube::admin_kubeconfig)).
 //!
-//! Not there yet (see `docs/lab.md`): writes (create, update, patch, server-side apply,
-//! delete), more resources, subresources, protobuf and YAML, OpenAPI documents.
+//! Not there yet (see `docs/lab.md`): deletecollection, garbage collection by owner
+//! references, protobuf and YAML responses, OpenAPI documents, schema validation of custom
+//! resources.
 
 mod certs;
+mod controllers;
 mod discovery;
+mod fields;
 mod kubeconfig;
 mod objects;
+mod openapi;
 mod selectors;
 mod server;
 mod status;
 mod store;
+mod write;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use metal::talos::secrets::CertAndKey;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::LabError;
+use crate::{LabConfig, LabError};
 
 pub use kubeconfig::admin_kubeconfig;
 
@@ -80,6 +96,20 @@ pub struct KubeApiConfig {
     /// Extra IP addresses and DNS names for the serving certificate (`cluster.apiServer.certSANs`
     /// plus the endpoint's host).
     pub cert_sans: Vec<String>,
+}
+
+/// How the simulated cluster behind an API server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// The lab's configuration: `time_scale` and `timeline` (controller delays),
+    /// `git_repos` (what Argo CD reads), `argocd_degraded` (faults).
+    pub lab: LabConfig,
+    /// Where the objects are persisted (`<lab state dir>/kube-<cluster>.json`); `None` keeps
+    /// them in memory only.
+    pub state_file: Option<PathBuf>,
+    /// Which incarnation of the cluster the state file belongs to: a file written by another
+    /// incarnation (a reinstalled control plane) is ignored.
+    pub incarnation: String,
 }
 
 /// A Node as the kubelet of a Talos machine registers it.
@@ -114,25 +144,40 @@ struct Inner {
     url: String,
     shared: Arc<server::Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
+    controllers: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shared.stop();
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
+        for task in [&self.task, &self.controllers] {
+            if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
         }
     }
 }
 
-/// Starts an API server on `config.listen`, with the four namespaces every cluster has.
+/// Starts an API server on `config.listen`, with the four namespaces every cluster has and
+/// the simulated controllers, with the default [`ClusterOptions`] (default timeline, objects
+/// in memory only).
 pub async fn start(config: KubeApiConfig) -> Result<KubeApi, LabError> {
-    let (url, shared, task) = server::start(config).await?;
+    start_with(config, ClusterOptions::default()).await
+}
+
+/// Starts an API server and its simulated controllers with `options`.
+pub async fn start_with(
+    config: KubeApiConfig,
+    options: ClusterOptions,
+) -> Result<KubeApi, LabError> {
+    let (url, shared, task) = server::start(config, options).await?;
+    let controllers = tokio::spawn(controllers::run(shared.clone()));
     Ok(KubeApi {
         inner: Arc::new(Inner {
             url,
             shared,
             task: Mutex::new(Some(task)),
+            controllers: Mutex::new(Some(controllers)),
         }),
     })
 }
@@ -171,15 +216,12 @@ impl KubeApi {
     /// server task to end.
     pub async fn shutdown(self) {
         self.inner.shared.stop();
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
+        for task in [&self.inner.task, &self.inner.controllers] {
+            let task = task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 }

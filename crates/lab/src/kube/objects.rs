@@ -375,7 +375,415 @@ fn columns(printer: Printer) -> Vec<Value> {
             column("Name", "string", "name", NAME_DOC, 0),
             column("Created At", "date", "", CREATED_DOC, 0),
         ],
+        Printer::Deployments => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            column(
+                "Up-to-date",
+                "string",
+                "",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                0,
+            ),
+            column(
+                "Available",
+                "string",
+                "",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            column(
+                "Selector",
+                "string",
+                "",
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+                1,
+            ),
+        ],
+        Printer::DaemonSets => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Desired",
+                "integer",
+                "",
+                "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod).",
+                0,
+            ),
+            column(
+                "Current",
+                "integer",
+                "",
+                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+                0,
+            ),
+            column(
+                "Ready",
+                "integer",
+                "",
+                "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.",
+                0,
+            ),
+            column(
+                "Up-to-date",
+                "integer",
+                "",
+                "The total number of nodes that are running updated daemon pod",
+                0,
+            ),
+            column(
+                "Available",
+                "integer",
+                "",
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+                0,
+            ),
+            column(
+                "Node Selector",
+                "string",
+                "",
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            column(
+                "Selector",
+                "string",
+                "",
+                "A label query over pods that are managed by the daemon set.",
+                1,
+            ),
+        ],
+        Printer::StatefulSets => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+        ],
+        Printer::Jobs => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column("Status", "string", "", "Status of the job.", 0),
+            column(
+                "Completions",
+                "string",
+                "",
+                "The completion status of the job.",
+                0,
+            ),
+            column(
+                "Duration",
+                "string",
+                "",
+                "Time required to complete the job.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            column(
+                "Selector",
+                "string",
+                "",
+                "A label query over pods that should match the pod count.",
+                1,
+            ),
+        ],
+        Printer::StorageClasses => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Provisioner",
+                "string",
+                "",
+                "Indicates the type of the provisioner.",
+                0,
+            ),
+            column(
+                "ReclaimPolicy",
+                "string",
+                "",
+                "Dynamically provisioned PersistentVolumes of this storage class are created with this reclaimPolicy. Defaults to Delete.",
+                0,
+            ),
+            column(
+                "VolumeBindingMode",
+                "string",
+                "",
+                "VolumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+                0,
+            ),
+            column(
+                "AllowVolumeExpansion",
+                "string",
+                "",
+                "AllowVolumeExpansion shows whether the storage class allow volume expand",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+        ],
+        Printer::ConfigMaps => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Data",
+                "integer",
+                "",
+                "Data contains the configuration data.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+        ],
+        Printer::Secrets => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Type",
+                "string",
+                "",
+                "Used to facilitate programmatic handling of secret data.",
+                0,
+            ),
+            column("Data", "integer", "", "Data contains the secret data.", 0),
+            column("Age", "string", "", CREATED_DOC, 0),
+        ],
+        Printer::ServiceAccounts => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Secrets",
+                "string",
+                "",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+        ],
+        Printer::Services => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Type",
+                "string",
+                "",
+                "type determines how the Service is exposed.",
+                0,
+            ),
+            column(
+                "Cluster-IP",
+                "string",
+                "",
+                "clusterIP is the IP address of the service.",
+                0,
+            ),
+            column(
+                "External-IP",
+                "string",
+                "",
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+                0,
+            ),
+            column(
+                "Port(s)",
+                "string",
+                "",
+                "The list of ports that are exposed by this service.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "Selector",
+                "string",
+                "",
+                "Route service traffic to pods with label keys and values matching this selector.",
+                1,
+            ),
+        ],
+        Printer::Custom(custom) => {
+            let mut all = vec![column("Name", "string", "name", NAME_DOC, 0)];
+            all.extend(
+                custom
+                    .iter()
+                    .map(|c| column(c.name, c.kind, c.format, c.description, c.priority)),
+            );
+            all
+        }
     }
+}
+
+/// A simple JSONPath (`.status.sync.status`, `.spec.items[0].name`) evaluated on `object`.
+fn json_path<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = object;
+    for part in path
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('.')
+        .split('.')
+    {
+        if part.is_empty() {
+            continue;
+        }
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        if !key.is_empty() {
+            current = current.get(key)?;
+        }
+        if let Some(i) = index {
+            current = current.get(i)?;
+        }
+    }
+    Some(current)
+}
+
+fn containers(object: &Value) -> (String, String) {
+    let list = object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = list.iter().filter_map(|c| c["name"].as_str()).collect();
+    let images: Vec<&str> = list.iter().filter_map(|c| c["image"].as_str()).collect();
+    (names.join(","), images.join(","))
+}
+
+fn selector_text(selector: Option<&Value>) -> String {
+    let Some(selector) = selector else {
+        return "<none>".into();
+    };
+    let map = selector.get("matchLabels").unwrap_or(selector);
+    let parts: Vec<String> = map
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.is_string())
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn int_at(object: &Value, pointer: &str) -> i64 {
+    object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn job_status(job: &Value) -> &'static str {
+    let has = |kind: &str| {
+        job.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == kind && c["status"] == "True")
+            })
+    };
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if job.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else if has("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+fn job_duration(job: &Value) -> String {
+    let time = |p: &str| str_at(job, p).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    match (time("/status/startTime"), time("/status/completionTime")) {
+        (Some(start), Some(end)) => human_duration((end - start).whole_seconds()),
+        (Some(start), None) => human_duration((OffsetDateTime::now_utc() - start).whole_seconds()),
+        _ => String::new(),
+    }
+}
+
+fn custom_cells(columns: &[super::discovery::CustomColumn], object: &Value) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| match json_path(object, c.json_path) {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::String(t)) if c.kind == "date" => {
+                match OffsetDateTime::parse(t, &Rfc3339) {
+                    Ok(at) => json!(human_duration(
+                        (OffsetDateTime::now_utc() - at).whole_seconds()
+                    )),
+                    Err(_) => json!(t),
+                }
+            }
+            Some(v @ (Value::Array(_) | Value::Object(_))) => json!(v.to_string()),
+            Some(v) => v.clone(),
+        })
+        .collect()
 }
 
 fn str_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -476,6 +884,156 @@ fn cells(printer: Printer, object: &Value) -> Vec<Value> {
             name,
             json!(str_at(object, "/metadata/creationTimestamp").unwrap_or_default()),
         ],
+        Printer::Deployments => {
+            let (names, images) = containers(object);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    int_at(object, "/status/readyReplicas"),
+                    int_at(object, "/spec/replicas")
+                )),
+                json!(int_at(object, "/status/updatedReplicas")),
+                json!(int_at(object, "/status/availableReplicas")),
+                json!(age(object)),
+                json!(names),
+                json!(images),
+                json!(selector_text(object.pointer("/spec/selector"))),
+            ]
+        }
+        Printer::DaemonSets => {
+            let (names, images) = containers(object);
+            vec![
+                name,
+                json!(int_at(object, "/status/desiredNumberScheduled")),
+                json!(int_at(object, "/status/currentNumberScheduled")),
+                json!(int_at(object, "/status/numberReady")),
+                json!(int_at(object, "/status/updatedNumberScheduled")),
+                json!(int_at(object, "/status/numberAvailable")),
+                json!(selector_text(
+                    object.pointer("/spec/template/spec/nodeSelector")
+                )),
+                json!(age(object)),
+                json!(names),
+                json!(images),
+                json!(selector_text(object.pointer("/spec/selector"))),
+            ]
+        }
+        Printer::StatefulSets => {
+            let (names, images) = containers(object);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    int_at(object, "/status/readyReplicas"),
+                    int_at(object, "/spec/replicas")
+                )),
+                json!(age(object)),
+                json!(names),
+                json!(images),
+            ]
+        }
+        Printer::Jobs => {
+            let (names, images) = containers(object);
+            vec![
+                name,
+                json!(job_status(object)),
+                json!(format!(
+                    "{}/{}",
+                    int_at(object, "/status/succeeded"),
+                    object
+                        .pointer("/spec/completions")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )),
+                json!(job_duration(object)),
+                json!(age(object)),
+                json!(names),
+                json!(images),
+                json!(selector_text(object.pointer("/spec/selector"))),
+            ]
+        }
+        Printer::StorageClasses => {
+            let default = object
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                .and_then(Value::as_str)
+                == Some("true");
+            let display = format!(
+                "{}{}",
+                str_at(object, "/metadata/name").unwrap_or_default(),
+                if default { " (default)" } else { "" }
+            );
+            vec![
+                json!(display),
+                json!(str_at(object, "/provisioner").unwrap_or_default()),
+                json!(str_at(object, "/reclaimPolicy").unwrap_or("Delete")),
+                json!(str_at(object, "/volumeBindingMode").unwrap_or("Immediate")),
+                json!(object.pointer("/allowVolumeExpansion") == Some(&Value::Bool(true))),
+                json!(age(object)),
+            ]
+        }
+        Printer::ConfigMaps => {
+            let count = |p: &str| {
+                object
+                    .pointer(p)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            };
+            vec![
+                name,
+                json!(count("/data") + count("/binaryData")),
+                json!(age(object)),
+            ]
+        }
+        Printer::Secrets => vec![
+            name,
+            json!(str_at(object, "/type").unwrap_or("Opaque")),
+            json!(
+                object
+                    .pointer("/data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            ),
+            json!(age(object)),
+        ],
+        Printer::ServiceAccounts => vec![
+            name,
+            json!(
+                object
+                    .pointer("/secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, |a| a.len())
+                    .to_string()
+            ),
+            json!(age(object)),
+        ],
+        Printer::Services => {
+            let ports: Vec<String> = object
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                .collect();
+            vec![
+                name,
+                json!(str_at(object, "/spec/type").unwrap_or("ClusterIP")),
+                json!(str_at(object, "/spec/clusterIP").unwrap_or("<none>")),
+                json!("<none>"),
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(age(object)),
+                json!(selector_text(object.pointer("/spec/selector"))),
+            ]
+        }
+        Printer::Custom(columns) => {
+            let mut all = vec![name];
+            all.extend(custom_cells(columns, object));
+            all
+        }
     }
 }
 
@@ -622,7 +1180,8 @@ mod tests {
     fn node_table_has_the_real_columns() {
         let mut n = node(&info(true), None);
         n["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-        let resource = super::super::discovery::find("", "v1", "nodes").unwrap();
+        let registry = super::super::discovery::Registry::default();
+        let resource = registry.find("", "v1", "nodes").unwrap();
         let t = table(resource, &[n], Map::new(), IncludeObject::Metadata, true);
         let names: Vec<_> = t["columnDefinitions"]
             .as_array()

@@ -31,12 +31,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::{ClusterCa, Leaf};
-use super::discovery::{self, AGGREGATED_V2, ResourceType};
+use super::discovery::{self, AGGREGATED_V2, Registry, ResourceType};
 use super::objects::{self, IncludeObject};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Event, EventType, Gvr, Store, StoreError, Subscription, WatchFrom};
-use super::{DEFAULT_KUBERNETES_VERSION, KubeApiConfig, NodeInfo};
+use super::write::{Deleted, PatchKind, WriteOptions};
+use super::{ClusterOptions, DEFAULT_KUBERNETES_VERSION, KubeApiConfig, NodeInfo};
 use crate::LabError;
 
 /// How long a client may take to finish the TLS handshake.
@@ -51,12 +52,19 @@ const SERVING_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 const JSON: &str = "application/json";
 
-/// What the server and the [`super::KubeApi`] handle share.
+/// The largest request body the real API server reads (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What the server, the simulated controllers and the [`super::KubeApi`] handle share.
 pub(crate) struct Shared {
-    store: Store,
+    pub(super) store: Store,
+    /// The served resources, built-in and from CustomResourceDefinitions.
+    pub(super) registry: Registry,
     /// `<ip>:<port>`, for `serverAddressByClientCIDRs`.
     server_address: String,
-    stop: watch::Sender<bool>,
+    pub(super) stop: watch::Sender<bool>,
+    /// Time scale, timeline, git repositories and faults.
+    pub(super) options: ClusterOptions,
 }
 
 fn nodes_gvr() -> Gvr {
@@ -78,6 +86,11 @@ impl Shared {
     /// stays a no-op).
     pub fn upsert_node(&self, info: &NodeInfo) {
         let existing = self.store.get(&nodes_gvr(), "", &info.name);
+        // The kubelet reports what it sees; once the CNI runs, its network is ready whatever
+        // the caller's view.
+        let mut info = info.clone();
+        info.ready = info.ready || self.cni_ready();
+        let info = &info;
         let node = objects::node(info, existing.as_ref());
         let node = self.store.upsert(&nodes_gvr(), "", node);
         if self
@@ -124,6 +137,7 @@ impl Shared {
 /// the server task.
 pub(crate) async fn start(
     config: KubeApiConfig,
+    options: ClusterOptions,
 ) -> Result<(String, Arc<Shared>, JoinHandle<()>), LabError> {
     let pki = |reason: String| LabError::KubePki { reason };
     let ca = ClusterCa::load(&config.ca).map_err(pki)?;
@@ -197,17 +211,39 @@ pub(crate) async fn start(
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
     let (stop, _) = watch::channel(false);
+    let store = match &options.state_file {
+        Some(path) => Store::persisted(path, &options.incarnation),
+        None => Store::new(),
+    };
     let shared = Arc::new(Shared {
-        store: Store::new(),
+        store,
+        registry: Registry::default(),
         server_address: SocketAddr::new(ip, local.port()).to_string(),
         stop,
+        options,
     });
+    for crd in shared
+        .store
+        .list(
+            &Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+            None,
+        )
+        .0
+    {
+        shared.registry.register_crd(&crd);
+    }
     for name in objects::SYSTEM_NAMESPACES {
-        shared.store.upsert(
-            &Gvr::new("", "v1", "namespaces"),
-            "",
-            objects::namespace(name),
-        );
+        if shared
+            .store
+            .get(&Gvr::new("", "v1", "namespaces"), "", name)
+            .is_none()
+        {
+            shared.store.upsert(
+                &Gvr::new("", "v1", "namespaces"),
+                "",
+                objects::namespace(name),
+            );
+        }
     }
     let url = format!("https://{}", SocketAddr::new(ip, local.port()));
     tracing::info!(cluster = %config.cluster_name, %url, "lab Kubernetes API listening");
@@ -442,7 +478,8 @@ fn store_error(error: StoreError, resource: &ResourceType, name: &str) -> ApiErr
         StoreError::TooLarge { requested, current } => {
             ApiError::too_large_resource_version(requested, current)
         }
-        StoreError::AlreadyExists | StoreError::Conflict => ApiError::method_not_allowed(),
+        StoreError::AlreadyExists => ApiError::already_exists(resource, name),
+        StoreError::Conflict => ApiError::conflict(resource, name),
     }
 }
 
@@ -596,7 +633,12 @@ async fn handle(
     identity: &Identity,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let mut response = route(shared, identity, &request).await;
+    // Injected faults (`kube.*` of `--faults`): the one hook of this module.
+    if let Some(response) = crate::faults::kube_hook(&shared.server_address).await {
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let mut response = route(shared, identity, &parts, body).await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&super::store::new_uid()) {
         headers.insert("audit-id", value);
@@ -608,23 +650,50 @@ async fn handle(
 async fn route(
     shared: &Shared,
     identity: &Identity,
-    request: &Request<Incoming>,
+    request: &hyper::http::request::Parts,
+    body: Incoming,
 ) -> Response<Body> {
     if let Identity::Invalid(_) = identity {
         return error_response(ApiError::unauthorized());
     }
-    let path = request.uri().path().to_string();
+    let path = request.uri.path().to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let query = match Query::parse(request.uri()) {
+    let query = match Query::parse(&request.uri) {
         Ok(query) => query,
         Err(error) => return error_response(error),
     };
     let accept = request
-        .headers()
+        .headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let method = request.method().clone();
+    let method = request.method.clone();
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let user_agent = header("user-agent");
+    let body = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(_) => return error_response(ApiError::request_too_large()),
+        }
+    } else {
+        Bytes::new()
+    };
+    let request_body = RequestBody {
+        bytes: body,
+        content_type,
+        user_agent,
+    };
 
     let resource_prefix = match segments.as_slice() {
         ["api", "v1", _, ..] => Some(("", "v1", &segments[2..])),
@@ -641,6 +710,7 @@ async fn route(
             rest,
             &query,
             accept.as_deref(),
+            &request_body,
         ) {
             Ok(response) => response,
             Err(error) => error_response(error),
@@ -664,10 +734,11 @@ async fn route(
                 &[Format::Json, Format::AggregatedDiscovery],
             ) {
                 Some(Format::AggregatedDiscovery) => {
+                    let all = shared.registry.all();
                     let doc = if core {
-                        discovery::aggregated_core()
+                        discovery::aggregated_core(&all)
                     } else {
-                        discovery::aggregated_groups()
+                        discovery::aggregated_groups(&all)
                     };
                     json_response(StatusCode::OK, AGGREGATED_V2, &doc, pretty)
                 }
@@ -675,7 +746,7 @@ async fn route(
                     let doc = if core {
                         discovery::api_versions(&shared.server_address)
                     } else {
-                        discovery::api_group_list(&shared.server_address)
+                        discovery::api_group_list(&shared.registry.all(), &shared.server_address)
                     };
                     json_response(StatusCode::OK, JSON, &doc, pretty)
                 }
@@ -683,17 +754,17 @@ async fn route(
             }
         }
         ["api", version] if verb == "get" => discovery_document(
-            discovery::api_resource_list("", version),
+            discovery::api_resource_list(&shared.registry.all(), "", version),
             accept.as_deref(),
             pretty,
         ),
         ["apis", group] if verb == "get" => discovery_document(
-            discovery::api_group(group, &shared.server_address),
+            discovery::api_group(&shared.registry.all(), group, &shared.server_address),
             accept.as_deref(),
             pretty,
         ),
         ["apis", group, version] if verb == "get" => discovery_document(
-            discovery::api_resource_list(group, version),
+            discovery::api_resource_list(&shared.registry.all(), group, version),
             accept.as_deref(),
             pretty,
         ),
@@ -704,7 +775,24 @@ async fn route(
                 error_response(ApiError::method_not_allowed())
             }
         }
-        // The lab serves no OpenAPI documents (kubectl get/describe/version do not need them;
+        ["openapi", "v3"] if verb == "get" => json_response(
+            StatusCode::OK,
+            JSON,
+            &super::openapi::index(&shared.registry.all()),
+            pretty,
+        ),
+        ["openapi", "v3", gv @ ..] if verb == "get" => {
+            let (group, version) = match gv {
+                ["api", version] => ("", *version),
+                ["apis", group, version] => (*group, *version),
+                _ => ("-", "-"),
+            };
+            match super::openapi::document(&shared.registry.all(), group, version) {
+                Some(doc) => json_response(StatusCode::OK, JSON, &doc, pretty),
+                None => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
+            }
+        }
+        // The lab serves no OpenAPI v2 document and no schemas (kubectl get/describe/version do not need them;
         // kubectl apply and explain do).
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
@@ -875,6 +963,122 @@ fn version(shared: &Shared, pretty: bool) -> Response<Body> {
 
 // --- Resources ---
 
+/// The body of a write and the headers that say how to read it.
+struct RequestBody {
+    bytes: Bytes,
+    content_type: String,
+    user_agent: String,
+}
+
+impl RequestBody {
+    /// The body as JSON (or YAML, which the real server also reads).
+    fn object(&self, patch: bool) -> Result<Value, ApiError> {
+        let media = self
+            .content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let yaml = match media.as_str() {
+            "application/json" | "" if !patch => false,
+            "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json"
+                if patch =>
+            {
+                false
+            }
+            "application/yaml" if !patch => true,
+            "application/apply-patch+yaml" if patch => true,
+            _ => return Err(ApiError::unsupported_media_type(&media)),
+        };
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request("the body of the request is empty"));
+        }
+        let parsed = if yaml {
+            serde_saphyr::from_slice::<Value>(&self.bytes).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice::<Value>(&self.bytes).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| {
+            if patch {
+                ApiError::bad_request(format!("error decoding patch: {e}"))
+            } else {
+                ApiError::bad_request(format!(
+                    "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: {e}",
+                    "object"
+                ))
+            }
+        })
+    }
+
+    /// The default field manager: the User-Agent up to its first `/`.
+    fn default_manager(&self) -> String {
+        self.user_agent
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn write_options(
+    query: &Query,
+    body: &RequestBody,
+    subresource: Option<&str>,
+    apply: bool,
+) -> Result<WriteOptions, ApiError> {
+    let dry_run = match query.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            )));
+        }
+    };
+    match query.get("fieldValidation") {
+        None | Some("" | "Ignore" | "Warn" | "Strict") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Warn\", \"Strict\""
+            )));
+        }
+    }
+    let manager = match query.get("fieldManager") {
+        Some(m) if !m.is_empty() => {
+            if m.len() > 128 {
+                return Err(ApiError::invalid(
+                    "fieldManager: Too long: must have at most 128 bytes",
+                ));
+            }
+            m.to_string()
+        }
+        _ if apply => String::new(),
+        _ => body.default_manager(),
+    };
+    Ok(WriteOptions {
+        manager,
+        dry_run,
+        force: query.flag("force")?.unwrap_or(false),
+        subresource: subresource.map(str::to_string),
+    })
+}
+
+/// `v1` `Status` `Success`, as built-in resources answer a delete.
+fn delete_success(resource: &ResourceType, object: &Value) -> Value {
+    let mut details = json!({
+        "name": object.pointer("/metadata/name").cloned().unwrap_or_default(),
+        "kind": resource.resource,
+        "uid": object.pointer("/metadata/uid").cloned().unwrap_or_default(),
+    });
+    if !resource.group.is_empty() {
+        details["group"] = json!(resource.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
 #[allow(clippy::too_many_arguments)]
 fn resource_request(
     shared: &Shared,
@@ -885,6 +1089,7 @@ fn resource_request(
     rest: &[&str],
     query: &Query,
     accept: Option<&str>,
+    body: &RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     // The deprecated `/watch/` prefix.
     let (watch_path, rest) = match rest {
@@ -919,22 +1124,104 @@ fn resource_request(
     };
     authorize_resource(identity, verb, group, resource_name, namespace, name)?;
 
-    let resource =
-        discovery::find(group, version, resource_name).ok_or_else(ApiError::no_such_resource)?;
+    let resource = shared
+        .registry
+        .find(group, version, resource_name)
+        .ok_or_else(ApiError::no_such_resource)?;
     // Cluster-scoped resources have no namespaced paths; namespaced objects are only reachable
     // by name inside their namespace.
     let scope_mismatch = if resource.namespaced {
-        namespace.is_none() && name.is_some()
+        (namespace.is_none() && name.is_some()) || (namespace.is_none() && verb == "create")
     } else {
         namespace.is_some()
     };
-    if scope_mismatch || subresource.is_some() {
+    let status_ok = subresource == Some("status") && resource.status_subresource;
+    if scope_mismatch || (subresource.is_some() && !status_ok) {
         return Err(ApiError::no_such_resource());
+    }
+    if status_ok && !matches!(verb, "get" | "update" | "patch") {
+        return Err(ApiError::method_not_allowed());
     }
     if !resource.supports(verb) {
         return Err(ApiError::method_not_allowed());
     }
     let pretty = query.flag("pretty")?.unwrap_or(false);
+    let ns = namespace.unwrap_or_default();
+    let object_response =
+        |status: StatusCode, object: &Value| -> Result<Response<Body>, ApiError> {
+            negotiate(
+                accept,
+                &[Format::Json, Format::Table, Format::PartialMetadata],
+            )
+            .ok_or_else(ApiError::not_acceptable)?;
+            Ok(json_response(status, JSON, object, pretty))
+        };
+    match verb {
+        "create" => {
+            let options = write_options(query, body, None, false)?;
+            let object = shared.create(resource, ns, body.object(false)?, &options)?;
+            return object_response(StatusCode::CREATED, &object);
+        }
+        "update" => {
+            let options = write_options(query, body, subresource, false)?;
+            let object = shared.update(
+                resource,
+                ns,
+                name.unwrap_or_default(),
+                body.object(false)?,
+                &options,
+            )?;
+            return object_response(StatusCode::OK, &object);
+        }
+        "patch" => {
+            let kind = PatchKind::from_content_type(&body.content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&body.content_type))?;
+            let options = write_options(query, body, subresource, kind == PatchKind::Apply)?;
+            let (object, created) = shared.patch(
+                resource,
+                ns,
+                name.unwrap_or_default(),
+                kind,
+                &body.object(true)?,
+                &options,
+            )?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            return object_response(status, &object);
+        }
+        "delete" => {
+            let options = if body.bytes.iter().all(u8::is_ascii_whitespace) {
+                json!({})
+            } else {
+                serde_json::from_slice(&body.bytes)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            let dry_run = query.get("dryRun") == Some("All")
+                || options["dryRun"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x == "All"));
+            let deleted = shared.delete(
+                resource,
+                ns,
+                name.unwrap_or_default(),
+                &options["preconditions"],
+                dry_run,
+            )?;
+            return match deleted {
+                Deleted::Pending(object) => object_response(StatusCode::OK, &object),
+                Deleted::Gone(object) if resource.custom => {
+                    object_response(StatusCode::OK, &object)
+                }
+                Deleted::Gone(object) => {
+                    object_response(StatusCode::OK, &delete_success(resource, &object))
+                }
+            };
+        }
+        _ => {}
+    }
     match verb {
         "get" => get(
             shared,

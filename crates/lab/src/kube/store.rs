@@ -8,8 +8,14 @@
 //! in a bounded history, so a watch can start from any recent resource version; older ones get
 //! `410 Gone`, as from a compacted etcd. An update that changes nothing is not a change: no new
 //! resource version, no event (the real API server skips no-op writes too).
+//!
+//! A store may be persisted (etcd's disk): every change rewrites a JSON file (temp file and
+//! rename) holding the objects and the resource version, so a restarted lab serves the same
+//! objects at the same resource versions. The event history is not persisted: a watch from a
+//! version before the restart gets `410 Gone`, as after an etcd compaction.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -71,8 +77,6 @@ pub(crate) struct Event {
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-// `AlreadyExists` and `Conflict` come from `create`/`update`, which the write verbs will use.
-#[allow(dead_code)]
 pub(crate) enum StoreError {
     NotFound,
     AlreadyExists,
@@ -121,10 +125,17 @@ struct Inner {
     history_floor: u64,
 }
 
+/// Where a persisted store lives, and which cluster incarnation it belongs to.
+struct Persistence {
+    path: PathBuf,
+    incarnation: String,
+}
+
 /// The store. Cheap to share behind an `Arc`.
 pub(crate) struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Event>>,
+    persistence: Option<Persistence>,
 }
 
 impl Default for Store {
@@ -144,16 +155,112 @@ impl Store {
                 history_floor: 0,
             }),
             events,
+            persistence: None,
         }
+    }
+
+    /// A store persisted in `path`. The file's objects and resource version are loaded when it
+    /// exists and belongs to `incarnation` (the same cluster: a reinstalled control plane is a
+    /// new cluster with an empty store); otherwise the store starts empty. A file that cannot
+    /// be parsed is moved aside (`.corrupt`) rather than silently overwritten.
+    pub fn persisted(path: &Path, incarnation: &str) -> Store {
+        let mut store = Store::new();
+        store.persistence = Some(Persistence {
+            path: path.to_owned(),
+            incarnation: incarnation.to_string(),
+        });
+        let Ok(bytes) = std::fs::read(path) else {
+            return store;
+        };
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let Some(doc) = parsed.filter(|d| d["objects"].is_array()) else {
+            let aside = path.with_extension("json.corrupt");
+            tracing::warn!(path = %path.display(), aside = %aside.display(), "kube store file is corrupt; starting empty");
+            let _ = std::fs::rename(path, aside);
+            return store;
+        };
+        if doc["incarnation"] != incarnation {
+            tracing::info!(path = %path.display(), "kube store file is from another cluster incarnation; starting empty");
+            return store;
+        }
+        {
+            let mut inner = store.lock();
+            inner.resource_version = doc["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            inner.history_floor = inner.resource_version;
+            for entry in doc["objects"].as_array().into_iter().flatten() {
+                let gvr = Gvr::new(
+                    entry["group"].as_str().unwrap_or_default(),
+                    entry["version"].as_str().unwrap_or_default(),
+                    entry["resource"].as_str().unwrap_or_default(),
+                );
+                let object = entry["object"].clone();
+                let key = (
+                    object
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    object_name(&object),
+                );
+                inner.objects.entry(gvr).or_default().insert(key, object);
+            }
+        }
+        store
+    }
+
+    /// Writes the objects to the persistence file (no-op for an in-memory store).
+    fn save(&self, inner: &Inner) {
+        let Some(persistence) = &self.persistence else {
+            return;
+        };
+        let objects: Vec<Value> = inner
+            .objects
+            .iter()
+            .flat_map(|(gvr, objects)| {
+                objects.values().map(move |object| {
+                    json!({
+                        "group": gvr.group,
+                        "version": gvr.version,
+                        "resource": gvr.resource,
+                        "object": object,
+                    })
+                })
+            })
+            .collect();
+        let doc = json!({
+            "incarnation": persistence.incarnation,
+            "resourceVersion": inner.resource_version.to_string(),
+            "objects": objects,
+        });
+        let tmp = persistence.path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&doc)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &persistence.path));
+        if let Err(error) = written {
+            tracing::warn!(path = %persistence.path.display(), %error, "cannot persist the kube store");
+        }
+    }
+
+    /// Every resource that has objects.
+    pub fn resources(&self) -> Vec<Gvr> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
-    #[allow(dead_code)]
     /// The current resource version.
+    #[cfg(test)]
     pub fn resource_version(&self) -> u64 {
         self.lock().resource_version
     }
@@ -184,8 +291,6 @@ impl Store {
         (items, inner.resource_version)
     }
 
-    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
-    #[allow(dead_code)]
     /// Creates an object. `metadata.name` must be set; `metadata.namespace` is set from
     /// `namespace` for namespaced resources.
     pub fn create(&self, gvr: &Gvr, namespace: &str, object: Value) -> Result<Value, StoreError> {
@@ -202,8 +307,6 @@ impl Store {
         Ok(object)
     }
 
-    // Kept for the write verbs to come (create/update over HTTP); covered by unit tests.
-    #[allow(dead_code)]
     /// Replaces an object, keeping its uid and creation time. When `object` carries a
     /// `metadata.resourceVersion`, it must be the stored one (optimistic concurrency). Returns
     /// the stored object; a no-op update returns the unchanged object.
@@ -414,6 +517,7 @@ impl Store {
                 inner.history_floor = dropped.resource_version;
             }
         }
+        self.save(inner);
         // No receivers is fine.
         let _ = self.events.send(event);
     }
@@ -546,6 +650,27 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    #[test]
+    fn a_persisted_store_comes_back_with_its_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kube-a.json");
+        let store = Store::persisted(&path, "one");
+        store.upsert(&nodes(), "", node("a", false));
+        let b = store.upsert(&nodes(), "", node("b", false));
+        drop(store);
+        let again = Store::persisted(&path, "one");
+        assert_eq!(again.resource_version(), 2);
+        assert_eq!(again.get(&nodes(), "", "b"), Some(b));
+        // Watching from before the restart is expired; from now is fine.
+        assert!(matches!(
+            again.watch(&nodes(), WatchFrom::After(1)),
+            Err(StoreError::Expired { .. })
+        ));
+        assert!(again.watch(&nodes(), WatchFrom::After(2)).is_ok());
+        let other = Store::persisted(&path, "two");
+        assert_eq!(other.resource_version(), 0);
     }
 
     #[test]

@@ -40,7 +40,11 @@ pub(crate) fn current_state(server: &Server) -> Option<&TalosState> {
 
 /// The phase of `server` at `now_ms`. The boot image is not checked here (see [`boot_image`]).
 pub(crate) fn phase(server: &Server, config: &LabConfig, now_ms: i64) -> Phase {
-    if server.operating_system != IPXE_OS || now_ms < server.lifecycle.talos_up_at_ms(config) {
+    if server.operating_system != IPXE_OS
+        || server.failed
+        || config.faults.node_noboot.contains(&server.hostname)
+        || now_ms < server.lifecycle.talos_up_at_ms(config)
+    {
         return Phase::Down;
     }
     match current_state(server) {
@@ -300,6 +304,7 @@ mod tests {
             ssh_keys: vec![],
             tags: vec![],
             talos,
+            failed: false,
         }
     }
 

@@ -32,6 +32,7 @@ use tonic::Status;
 use tower::Service as _;
 
 use crate::LabError;
+use crate::faults::{self, Strike};
 use crate::ipxe::BootImage;
 use crate::lifecycle::now_ms;
 
@@ -60,6 +61,10 @@ pub(crate) const NOT_IN_MAINTENANCE: &str = "API is not implemented in maintenan
 pub(crate) mod code {
     /// `UNIMPLEMENTED`.
     pub const UNIMPLEMENTED: u32 = 12;
+    /// `RESOURCE_EXHAUSTED`.
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    /// `UNAVAILABLE`.
+    pub const UNAVAILABLE: u32 = 14;
 }
 
 /// Roles from the client certificate's organizations (`os:admin`, `os:reader`…).
@@ -122,6 +127,18 @@ pub(crate) async fn handle(
     }
     let path = request.uri().path().to_owned();
     tracing::debug!(node = %node.ident.ip, %path, "talos RPC");
+    match node.shared.lab.faults.strike(faults::Api::Talos).await {
+        Strike::None => {}
+        Strike::ServerError | Strike::Reset => {
+            return status(code::UNAVAILABLE, "the lab injected a fault (talos.5xx)");
+        }
+        Strike::RateLimited => {
+            return status(
+                code::RESOURCE_EXHAUSTED,
+                "the lab injected a fault (talos.429)",
+            );
+        }
+    }
     let served = match node.mode {
         NodeMode::Maintenance => path == APPLY_CONFIGURATION,
         NodeMode::Normal { .. } => NORMAL_METHODS.contains(&path.as_str()),

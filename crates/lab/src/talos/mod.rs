@@ -350,6 +350,7 @@ impl Reconciler {
         for key in stale {
             if let Some(api) = self.apis.remove(&key) {
                 tracing::info!(cluster = %key, url = %api.api.url(), "Kubernetes API stopped");
+                crate::faults::register_kube(api.api.url().trim_start_matches("https://"), None);
                 api.api.shutdown().await;
             }
         }
@@ -375,9 +376,30 @@ impl Reconciler {
                 },
                 cert_sans,
             };
-            match kube::start(api_config).await {
+            // The cluster's objects persist next to the world, for this incarnation of its
+            // bootstrapping control plane.
+            let cluster_options = kube::ClusterOptions {
+                lab: self.shared.lab.config.clone(),
+                state_file: Some(self.shared.lab.state_dir.join(format!(
+                    "kube-{}.json",
+                    config
+                        .cluster_name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                        .collect::<String>()
+                ))),
+                incarnation: format!(
+                    "{}/{}/{}",
+                    host.server_id, host.generation, host.applied_at_ms
+                ),
+            };
+            match kube::start_with(api_config, cluster_options).await {
                 Ok(api) => {
                     tracing::info!(cluster = %config.cluster_name, url = %api.url(), "Kubernetes API up");
+                    crate::faults::register_kube(
+                        api.url().trim_start_matches("https://"),
+                        Some(self.shared.lab.faults.clone()),
+                    );
                     self.apis.insert(
                         key.clone(),
                         RunningApi {
@@ -425,6 +447,7 @@ impl Reconciler {
             node.handle.stop().await;
         }
         for (_, api) in self.apis.drain() {
+            crate::faults::register_kube(api.api.url().trim_start_matches("https://"), None);
             api.api.shutdown().await;
         }
     }

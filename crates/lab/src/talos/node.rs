@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::grpc::{self, Node, NodeMode, PeerRoles};
+use crate::faults::Api;
 
 /// The Talos API port (apid), not configurable on real Talos either.
 pub const TALOS_API_PORT: u16 = 50000;
@@ -119,6 +120,12 @@ async fn serve(
             _ = until_stopped(&mut stopped) => break,
         };
         while connections.try_join_next().is_some() {}
+        let faults = &node.shared.lab.faults;
+        if faults.spec.talos.reset > 0.0 && faults.reset(Api::Talos) {
+            // An injected `talos.reset`: the connection is dropped before the handshake.
+            drop(tcp);
+            continue;
+        }
         let acceptor = acceptor.clone();
         let node = node.clone();
         let stopped = stopped.clone();

@@ -19,10 +19,10 @@ use metal::talos::pki::{self, KeyKind};
 use metal::talos::secrets::CertAndKey;
 use serde_json::Value;
 
-const CLUSTER: &str = "lab";
+pub(crate) const CLUSTER: &str = "lab";
 
 /// A Kubernetes CA as Talos generates it (ECDSA P-256, `O=kubernetes`, `EC PRIVATE KEY`).
-fn kubernetes_ca() -> CertAndKey {
+pub(crate) fn kubernetes_ca() -> CertAndKey {
     pki::new_ca(
         Some("kubernetes"),
         KeyKind::EcdsaP256,
@@ -31,7 +31,7 @@ fn kubernetes_ca() -> CertAndKey {
     .expect("CA")
 }
 
-async fn start(ca: &CertAndKey) -> KubeApi {
+pub(crate) async fn start(ca: &CertAndKey) -> KubeApi {
     lab::kube::start(KubeApiConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
         cluster_name: CLUSTER.into(),
@@ -42,7 +42,7 @@ async fn start(ca: &CertAndKey) -> KubeApi {
     .expect("API server starts")
 }
 
-fn node(name: &str, last_octet: u8, control_plane: bool, ready: bool) -> NodeInfo {
+pub(crate) fn node(name: &str, last_octet: u8, control_plane: bool, ready: bool) -> NodeInfo {
     NodeInfo {
         name: name.into(),
         internal_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 240, last_octet)),
@@ -62,30 +62,30 @@ async fn cluster(ca: &CertAndKey) -> KubeApi {
     api
 }
 
-fn kubeconfig(api: &KubeApi, ca: &CertAndKey) -> Kubeconfig {
+pub(crate) fn kubeconfig(api: &KubeApi, ca: &CertAndKey) -> Kubeconfig {
     let yaml = lab::kube::admin_kubeconfig(CLUSTER, &api.url(), ca).expect("kubeconfig");
     Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses")
 }
 
-async fn client_from(kubeconfig: Kubeconfig) -> Client {
+pub(crate) async fn client_from(kubeconfig: Kubeconfig) -> Client {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kube config");
     Client::try_from(config).expect("kube client")
 }
 
-async fn client(api: &KubeApi, ca: &CertAndKey) -> Client {
+pub(crate) async fn client(api: &KubeApi, ca: &CertAndKey) -> Client {
     client_from(kubeconfig(api, ca)).await
 }
 
-fn api_error(error: kube::Error) -> (u16, String, String) {
+pub(crate) fn api_error(error: kube::Error) -> (u16, String, String) {
     match error {
         kube::Error::Api(status) => (status.code, status.reason.clone(), status.message.clone()),
         other => panic!("expected an API error, got {other:?}"),
     }
 }
 
-fn is_ready(node: &Node) -> bool {
+pub(crate) fn is_ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -492,13 +492,13 @@ fn kubectl_binary() -> PathBuf {
     })
 }
 
-struct Kubectl {
+pub(crate) struct Kubectl {
     binary: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Kubectl {
-    fn new(api: &KubeApi, ca: &CertAndKey) -> Kubectl {
+    pub(crate) fn new(api: &KubeApi, ca: &CertAndKey) -> Kubectl {
         let dir = tempfile::tempdir().unwrap();
         let yaml = lab::kube::admin_kubeconfig(CLUSTER, &api.url(), ca).unwrap();
         std::fs::write(dir.path().join("kubeconfig"), yaml).unwrap();
@@ -524,7 +524,7 @@ impl Kubectl {
         command
     }
 
-    async fn run(&self, args: &[&str]) -> Output {
+    pub(crate) async fn run(&self, args: &[&str]) -> Output {
         tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
             .await
             .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
@@ -532,7 +532,7 @@ impl Kubectl {
     }
 
     /// Runs and expects success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args).await;
         assert!(
             output.status.success(),
@@ -545,7 +545,7 @@ impl Kubectl {
 }
 
 /// The whitespace-separated columns of each line.
-fn rows(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .map(|l| {
             // OS-IMAGE "Talos (v1.11.5)" has a space: split on runs of two or more spaces.

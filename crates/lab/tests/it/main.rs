@@ -5,5 +5,7 @@
 mod api;
 mod harness;
 mod kube;
+mod kube_platform;
+mod kube_write;
 mod lifecycle;
 mod talos;

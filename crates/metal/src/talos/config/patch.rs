@@ -296,9 +296,10 @@ impl ConfigPatch {
         &self.text
     }
 
-    /// Applies the patch to the configuration of a machine of type `role`: deletions first, then
-    /// the merge.
-    pub(crate) fn apply(&self, config: &mut Map, role: MachineType) -> Result<(), TalosError> {
+    /// Checks, without a configuration at hand, that the patch may be applied to a machine of
+    /// `role`: it must not change `machine.type`. Lets a patch aimed at the wrong role be
+    /// refused before anything is ordered.
+    pub fn check_role(&self, role: MachineType) -> Result<(), TalosError> {
         if let Some(ty) = self
             .merge
             .as_ref()
@@ -317,6 +318,13 @@ impl ConfigPatch {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Applies the patch to the configuration of a machine of type `role`: deletions first, then
+    /// the merge.
+    pub(crate) fn apply(&self, config: &mut Map, role: MachineType) -> Result<(), TalosError> {
+        self.check_role(role)?;
 
         for delete in &self.deletes {
             apply_delete(config, delete);
