@@ -4,10 +4,11 @@
 //! Talos nodes) are generated.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: [&str; 3] = [
+    const PROTOS: [&str; 4] = [
         "common/common.proto",
         "machine/machine.proto",
         "cluster/cluster.proto",
+        "storage/storage.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(PROTOS, ["proto"])?;

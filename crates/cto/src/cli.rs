@@ -27,6 +27,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete every server of a cluster, found by checkpoint and by hostname.
     Destroy(DestroyArgs),
+    /// Check a cluster: Talos services, etcd, nodes, Cilium, Argo CD, storage, Vault.
+    Health(HealthArgs),
     /// Rank the sites that can host a cluster, by stock and price.
     Regions(RegionsArgs),
     /// Run the built-in lab: a local Latitude-compatible API with Talos nodes.
@@ -140,6 +142,18 @@ pub struct InstallArgs {
     /// Enable Cilium's Gateway API support (the CRDs come from the GitOps tree).
     #[arg(long)]
     pub gateway_api: bool,
+    /// Initialise and unseal Vault when the platform is up; the unseal keys and root token go
+    /// to <state-dir>/vault-init.json (0600) — back that file up.
+    #[arg(long)]
+    pub init_vault: bool,
+    /// Write the cluster's kubeconfig to this file instead of merging it into $KUBECONFIG or
+    /// ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Install OpenLens with the platform's package manager (brew, winget, flatpak) after the
+    /// cluster is up; a failure there never fails the install.
+    #[arg(long)]
+    pub install_lens: bool,
     /// State directory [default: $XDG_STATE_HOME/cto/<cluster-name>].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -172,6 +186,23 @@ pub struct StatusArgs {
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `cto health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Cluster name (locates the default state directory).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// State directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds each check may take.
+    #[arg(long, default_value_t = 20)]
+    pub timeout: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,

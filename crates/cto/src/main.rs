@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Install(a) => a.output,
         Command::Status(a) => a.output,
         Command::Destroy(a) => a.output,
+        Command::Health(a) => a.output,
         Command::Regions(a) => a.output,
         _ => Output::Text,
     };
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args),
             Command::Destroy(args) => commands::destroy::run(args).await,
             Command::Regions(args) => commands::regions::run(args).await,
+            Command::Health(args) => commands::health::run(args).await,
             Command::Lab {
                 command:
                     LabCommand::Serve {

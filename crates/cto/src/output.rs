@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use installer::events::{Approval, ApprovalFuture, Approver, Event, OrderSummary, Reporter};
+use installer::events::{
+    Approval, ApprovalFuture, Approver, Event, OrderSummary, Reporter, Summary,
+};
 use serde_json::json;
 
 use crate::cli::Output;
@@ -178,6 +180,7 @@ impl Reporter for TextReporter {
             Event::Warning { message } => self.line(format!("warning: {message}")),
             // The command prints the outcome and the resume command itself.
             Event::StoppedAfter { .. } => {}
+            Event::Complete(summary) => print_summary(&summary),
         }
     }
 }
@@ -190,6 +193,60 @@ impl Drop for TextReporter {
             bar.abandon();
         }
     }
+}
+
+/// The install summary as text lines (a result, so on stdout). Never holds a secret.
+pub fn summary_text(s: &Summary) -> String {
+    let mut out = vec![format!("Cluster {} is ready.", s.cluster)];
+    out.push(format!(
+        "  API endpoint:    {}",
+        s.endpoint.as_deref().unwrap_or("unknown")
+    ));
+    out.push("  Nodes:".to_owned());
+    for n in &s.nodes {
+        out.push(format!(
+            "    {:<24} {:<14} {}",
+            n.hostname,
+            n.role,
+            n.ipv4.as_deref().unwrap_or("?")
+        ));
+    }
+    out.push(format!("  Storage class:   {} (default)", s.storage_class));
+    for p in &s.storage_pools {
+        out.push(format!("    DiskPool {p}"));
+    }
+    if let Some(k) = &s.kubeconfig {
+        out.push(format!("  kubeconfig:      {k}"));
+    }
+    if let Some(t) = &s.talosconfig {
+        out.push(format!("  talosconfig:     {t}"));
+    }
+    out.push(format!(
+        "  Argo CD admin:   user admin, password: {}",
+        s.argocd_password
+    ));
+    if let Some(v) = &s.vault_init {
+        out.push(format!(
+            "  Vault:           unseal keys and root token in {v} — back this file up"
+        ));
+    }
+    out.push(format!(
+        "  Cost:            {} per hour, {} per month",
+        s.hourly_usd.map_or("unknown".into(), money),
+        s.monthly_usd.map_or("unknown".into(), money)
+    ));
+    out.push("  Next:".to_owned());
+    for n in &s.next {
+        out.push(format!("    {n}"));
+    }
+    out.join("\n")
+}
+
+/// Prints the summary on stdout.
+pub fn print_summary(s: &Summary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", summary_text(s));
+    let _ = out.flush();
 }
 
 /// Prints a failure: text on stderr, or a `failed` JSON event on stdout.

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use metal::inventory::SiteVerdict;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::step::Step;
 
@@ -112,6 +112,49 @@ pub enum Event {
         /// The last step run.
         step: Step,
     },
+    /// The install is complete: what was built and what to do next.
+    Complete(Box<Summary>),
+}
+
+/// One node in the [`Summary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryNode {
+    /// Hostname.
+    pub hostname: String,
+    /// `control-plane` or `worker`.
+    pub role: String,
+    /// Primary public IPv4.
+    pub ipv4: Option<String>,
+}
+
+/// What Complete reports: the cluster as built, where its credentials are, and what it costs.
+/// Never holds a secret, only where secrets are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Cluster name.
+    pub cluster: String,
+    /// The Kubernetes API endpoint.
+    pub endpoint: Option<String>,
+    /// Every node.
+    pub nodes: Vec<SummaryNode>,
+    /// The Mayastor DiskPools (`pool-<hostname>` on `<disk>`).
+    pub storage_pools: Vec<String>,
+    /// The default StorageClass.
+    pub storage_class: String,
+    /// The kubeconfig the user should use.
+    pub kubeconfig: Option<String>,
+    /// The talosconfig the user should use.
+    pub talosconfig: Option<String>,
+    /// How to read the Argo CD admin password (the command, never the password).
+    pub argocd_password: String,
+    /// Where Vault's unseal keys and root token are, when `--init-vault` initialised it.
+    pub vault_init: Option<String>,
+    /// Cost of all servers per hour, USD.
+    pub hourly_usd: Option<f64>,
+    /// Cost of all servers per month, USD.
+    pub monthly_usd: Option<f64>,
+    /// Commands to run next.
+    pub next: Vec<String>,
 }
 
 /// Receives events. Implementations must be cheap and must not block for long.

@@ -67,7 +67,10 @@ fn parse(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    // YAML 1.2 booleans only: a cluster named `n` or `yes` stays a string, not a YAML 1.1 bool.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let value: Value =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
     match value {
         Value::Object(_) => Ok(value),
         Value::Null => Ok(Value::Object(Map::new())),
@@ -236,6 +239,23 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_cluster_named_like_a_yaml_1_1_boolean_stays_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        for name in ["n", "y", "no", "on"] {
+            let out = merge_into_file(&cluster(name, "https://10.0.0.1:6443"), &path).unwrap();
+            assert_eq!(out.context, format!("admin@{name}"));
+            assert!(names(&read(&path), "clusters").contains(&name.to_owned()));
+            // Idempotent, so the name was written back as the same string.
+            assert!(
+                !merge_into_file(&cluster(name, "https://10.0.0.1:6443"), &path)
+                    .unwrap()
+                    .changed
+            );
         }
     }
 

@@ -10,14 +10,17 @@ pub mod checkpoint;
 pub mod cluster_api;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod kubeconfig_merge;
 pub mod orchestrator;
 pub mod spec;
 pub mod step;
 mod steps;
+pub mod vault;
 
 pub use error::{ErrorClass, InstallError, StepError};
 pub use orchestrator::{Orchestrator, RunOptions, RunOutcome, Timings};
 pub use spec::{ClusterSpec, InstallRequest};
 pub use step::Step;
 pub use steps::{CONTROLPLANE_FILE, KUBECONFIG_FILE, SECRETS_FILE, TALOSCONFIG_FILE, WORKER_FILE};
+pub use steps::{STORAGE_CLASS, summary_of};

@@ -70,6 +70,17 @@ pub struct RunOptions {
     /// The GitOps repository token (`--gitops-token` / `CTO_GITOPS_TOKEN`), read anew on every
     /// run and never persisted.
     pub gitops_token: Option<crate::spec::GitopsToken>,
+    /// `$HOME` of the user running the install, read by the CLI when the run starts:
+    /// `~/.kube/config` and `~/.talos/config` live under it. `None` skips the merges (with a
+    /// warning) unless `kubeconfig_out` is given.
+    pub home: Option<std::path::PathBuf>,
+    /// `$KUBECONFIG` as the CLI found it; its first path is merged into instead of
+    /// `~/.kube/config`.
+    pub kubeconfig_env: Option<String>,
+    /// `--kubeconfig-out`: write a standalone kubeconfig there instead of merging.
+    pub kubeconfig_out: Option<std::path::PathBuf>,
+    /// `--install-lens`: install OpenLens with the platform's package manager (best effort).
+    pub install_lens: bool,
 }
 
 /// How a run ended without error.
@@ -161,6 +172,7 @@ impl<P: Provider> Orchestrator<P> {
                     approver: self.approver.as_ref(),
                     timings: &self.options.timings,
                     gitops_token: self.options.gitops_token.as_ref(),
+                    options: &self.options,
                 };
                 steps::run(step, &mut ctx).await
             };

@@ -180,6 +180,8 @@ pub struct InstallRequest {
     pub gitops_path: Option<String>,
     /// `--gateway-api`: Cilium's Gateway API support.
     pub gateway_api: bool,
+    /// `--init-vault`: initialise and unseal Vault once the platform is up.
+    pub init_vault: bool,
     /// A GitOps token was given (`--gitops-token` / `CTO_GITOPS_TOKEN`). Only the fact is kept;
     /// the token itself never enters the request, the spec or the checkpoint.
     pub gitops_credentials: bool,
@@ -229,6 +231,9 @@ pub struct ClusterSpec {
     /// Cilium's Gateway API support (`--gateway-api`).
     #[serde(default)]
     pub gateway_api: bool,
+    /// Initialise and unseal Vault after the platform is up (`--init-vault`).
+    #[serde(default)]
+    pub init_vault: bool,
 }
 
 /// The repository, revision and path the root Application syncs. The root Application's
@@ -484,6 +489,7 @@ impl InstallRequest {
             gitops_revision: Some(spec.gitops.revision.clone()),
             gitops_path: Some(spec.gitops.path.clone()),
             gateway_api: spec.gateway_api,
+            init_vault: spec.init_vault,
             gitops_credentials: spec.gitops.credentials,
         }
     }
@@ -733,6 +739,7 @@ impl InstallRequest {
                 credentials: self.gitops_credentials,
             },
             gateway_api: self.gateway_api,
+            init_vault: self.init_vault,
         })
     }
 }
@@ -907,6 +914,11 @@ impl ClusterSpec {
             "gateway_api",
             self.gateway_api.to_string(),
             requested.gateway_api.to_string(),
+        );
+        cmp(
+            "init_vault",
+            self.init_vault.to_string(),
+            requested.init_vault.to_string(),
         );
         out
     }

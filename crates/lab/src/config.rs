@@ -45,6 +45,10 @@ pub struct LabConfig {
     /// just become Synced and Healthy).
     #[serde(default)]
     pub git_repos: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// NVMe data disks every lab machine has on top of its plan's (`/dev/nvme1n1`… — see
+    /// docs/lab.md, "Disks"). Default 0.
+    #[serde(default)]
+    pub extra_disks: u32,
 }
 
 impl Default for LabConfig {
@@ -61,6 +65,7 @@ impl Default for LabConfig {
             faults: FaultSpec::default(),
             argocd_degraded: Vec::new(),
             git_repos: std::collections::BTreeMap::new(),
+            extra_disks: 0,
         }
     }
 }

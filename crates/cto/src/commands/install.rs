@@ -132,6 +132,9 @@ fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSour
     if args.gateway_api {
         base.gateway_api = true;
     }
+    if args.init_vault {
+        base.init_vault = true;
+    }
 }
 
 /// `--gitops-token` / `CTO_GITOPS_TOKEN`, when given and not blank.
@@ -268,6 +271,18 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
 
     let spec = store.checkpoint().spec.clone();
     if store.checkpoint().next_step().is_none() {
+        // Nothing left to do: show the summary again and change nothing.
+        let summary = installer::summary_of(store.checkpoint(), &state_dir);
+        match args.output {
+            Output::Json => {
+                if let Ok(value) =
+                    serde_json::to_value(installer::events::Event::Complete(Box::new(summary)))
+                {
+                    output::emit_json(&value);
+                }
+            }
+            Output::Text => output::print_summary(&summary),
+        }
         finished(args.output, &state_dir, RunOutcome::Completed);
         return Ok(());
     }
@@ -290,6 +305,13 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             stop_after,
             timings: context::timings(),
             gitops_token: gitops_token(&args),
+            home: std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
+                .map(PathBuf::from),
+            kubeconfig_env: std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()),
+            kubeconfig_out: args.kubeconfig_out.clone(),
+            install_lens: args.install_lens,
         },
     );
 
@@ -405,7 +427,7 @@ async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Re
         RunOptions {
             stop_after: Some(Step::ValidatingPrerequisites),
             timings: Default::default(),
-            gitops_token: None,
+            ..Default::default()
         },
     );
     let result = orchestrator.run(false).await;

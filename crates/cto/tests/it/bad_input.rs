@@ -199,6 +199,14 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
+        name: "three replicas on two nodes (one storage node)",
+        args: &["--nodes", "2", "--storage-replicas", "3"],
+        no_key: false,
+        code: 2,
+        mentions: &["--storage-replicas", "'3'", "storage"],
+        ..BASE
+    },
+    Case {
         name: "two control planes",
         args: &["--control-planes", "2"],
         no_key: false,

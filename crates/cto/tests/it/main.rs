@@ -6,6 +6,7 @@ mod destroy;
 mod harness;
 mod install;
 mod platform;
+mod post_install;
 mod regions;
 mod reliability;
 mod talos;

@@ -87,6 +87,28 @@ pub struct Resolved {
     /// The root Application (`cto-platform`) was applied.
     #[serde(default)]
     pub app_of_apps_applied: bool,
+    /// The Mayastor disk of each storage node (`prod-worker-1` → `/dev/nvme1n1`), from
+    /// `--storage-disk` or discovered through the Talos API.
+    #[serde(default)]
+    pub storage_disks: std::collections::BTreeMap<String, String>,
+    /// The DiskPools and the `mayastor-nvme` StorageClass were applied.
+    #[serde(default)]
+    pub storage_applied: bool,
+    /// Every DiskPool reported Online and a test volume bound.
+    #[serde(default)]
+    pub storage_verified: bool,
+    /// Where the kubeconfig was merged (or written, with `--kubeconfig-out`).
+    #[serde(default)]
+    pub kubeconfig_path: Option<String>,
+    /// Where the talosconfig was merged.
+    #[serde(default)]
+    pub talosconfig_path: Option<String>,
+    /// Vault was initialised (its keys are in `vault-init.json`) and every pod unsealed.
+    #[serde(default)]
+    pub vault_unsealed: bool,
+    /// The summary shown by Complete, kept so that `--resume` after Complete shows it again.
+    #[serde(default)]
+    pub summary: Option<crate::events::Summary>,
 }
 
 /// Where the order of one server stands. The intent is written *before* the billable call, so

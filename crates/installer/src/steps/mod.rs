@@ -7,9 +7,14 @@ mod gitops;
 mod infrastructure;
 mod maintenance;
 mod platform;
+mod post_install;
 mod prerequisites;
 mod talos_bootstrap;
 
+pub(crate) use gitops::application_problem;
+pub(crate) use platform::{daemonset_verdict, node_ready};
+pub(crate) use post_install::pools_verdict;
+pub use post_install::{STORAGE_CLASS, summary_of};
 pub use talos_bootstrap::{
     CONTROLPLANE_FILE, KUBECONFIG_FILE, SECRETS_FILE, TALOSCONFIG_FILE, WORKER_FILE,
 };
@@ -34,6 +39,7 @@ pub(crate) struct StepContext<'a, P: Provider> {
     pub approver: &'a dyn Approver,
     pub timings: &'a Timings,
     pub gitops_token: Option<&'a crate::spec::GitopsToken>,
+    pub options: &'a crate::orchestrator::RunOptions,
 }
 
 impl<P: Provider> StepContext<'_, P> {
@@ -118,7 +124,7 @@ pub(crate) type StepResult = Result<(), StepFailure>;
 
 /// True for the steps this build implements.
 pub(crate) fn is_implemented(step: Step) -> bool {
-    step <= Step::WaitingGitOpsSync
+    step <= Step::Complete
 }
 
 /// Runs one step.
@@ -145,8 +151,8 @@ pub(crate) async fn run<P: Provider>(step: Step, ctx: &mut StepContext<'_, P>) -
         Step::WaitingArgoCDReady => gitops::waiting_argocd_ready(ctx).await,
         Step::ApplyingAppOfApps => gitops::applying_app_of_apps(ctx).await,
         Step::WaitingGitOpsSync => gitops::waiting_gitops_sync(ctx).await,
-        other => Err(StepFailure::Failed(StepError::Inconsistent {
-            what: format!("an implementation of {other} in this build"),
-        })),
+        Step::ConfiguringStorage => post_install::configuring_storage(ctx).await,
+        Step::ConfiguringKubeconfig => post_install::configuring_kubeconfig(ctx).await,
+        Step::Complete => post_install::complete(ctx).await,
     }
 }

@@ -361,6 +361,25 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         ..BASE
     },
     ResourceType {
+        resource: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        list_kind: "PersistentVolumeClaimList",
+        short_names: &["pvc"],
+        status_subresource: true,
+        ..BASE
+    },
+    ResourceType {
+        resource: "persistentvolumes",
+        singular: "persistentvolume",
+        kind: "PersistentVolume",
+        list_kind: "PersistentVolumeList",
+        namespaced: false,
+        short_names: &["pv"],
+        status_subresource: true,
+        ..BASE
+    },
+    ResourceType {
         group: "storage.k8s.io",
         resource: "storageclasses",
         singular: "storageclass",

@@ -195,6 +195,17 @@ impl KubeApi {
         self.inner.shared.upsert_node(&node);
     }
 
+    /// Records the block devices of the machine behind Node `node` (what the simulated
+    /// Mayastor checks DiskPool disks against).
+    pub(crate) fn set_node_disks(&self, node: &str, disks: Vec<crate::talos::disks::LabDisk>) {
+        self.inner
+            .shared
+            .node_disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_owned(), disks);
+    }
+
     /// Deletes the Node `name` and its Lease (a machine that was reset or reinstalled); false
     /// if there was no such Node.
     pub fn remove_node(&self, name: &str) -> bool {

@@ -65,6 +65,10 @@ pub(crate) struct Shared {
     pub(super) stop: watch::Sender<bool>,
     /// Time scale, timeline, git repositories and faults.
     pub(super) options: ClusterOptions,
+    /// The block devices of each Node (by node name), as its Talos machine reports them; a
+    /// Node without an entry has the default lab disks (`/dev/nvme0n1`, `/dev/nvme1n1`).
+    pub(super) node_disks:
+        std::sync::Mutex<std::collections::HashMap<String, Vec<crate::talos::disks::LabDisk>>>,
 }
 
 fn nodes_gvr() -> Gvr {
@@ -221,6 +225,7 @@ pub(crate) async fn start(
         server_address: SocketAddr::new(ip, local.port()).to_string(),
         stop,
         options,
+        node_disks: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     for crd in shared
         .store
@@ -694,6 +699,58 @@ async fn route(
         content_type,
         user_agent,
     };
+
+    // The proxy subresources of services and pods (the simulated Vault answers behind them).
+    if let [
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        kind @ ("services" | "pods"),
+        target,
+        "proxy",
+        tail @ ..,
+    ] = segments.as_slice()
+    {
+        let verb = match method {
+            Method::GET | Method::HEAD => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "unknown",
+        };
+        let name = target
+            .split(':')
+            .find(|p| !matches!(*p, "http" | "https"))
+            .unwrap_or_default();
+        if let Err(error) = authorize_resource(
+            identity,
+            verb,
+            "",
+            &format!("{kind}/proxy"),
+            Some(ns),
+            Some(name),
+        ) {
+            return error_response(error);
+        }
+        let mut proxied = format!("/{}", tail.join("/"));
+        if path.ends_with('/') && !proxied.ends_with('/') {
+            proxied.push('/');
+        }
+        return super::controllers::vault::proxy(
+            shared,
+            &super::controllers::vault::ProxyRequest {
+                namespace: ns,
+                kind,
+                target,
+                method: &method,
+                path: &proxied,
+                query: request.uri.query(),
+                body: &request_body.bytes,
+            },
+        );
+    }
 
     let resource_prefix = match segments.as_slice() {
         ["api", "v1", _, ..] => Some(("", "v1", &segments[2..])),

@@ -15,6 +15,8 @@
 //!   `AlreadyExists` once the cluster is bootstrapped), `Kubeconfig` (control planes; a gzip'd tar
 //!   holding `kubeconfig`, as Talos streams it), and `ApplyConfiguration` of the configuration
 //!   the node already runs (a no-op). Everything else → `Unimplemented`.
+//! * Both modes: `storage.StorageService/Disks` (the machine's disks, [`super::disks`];
+//!   `system_disk` only once installed).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -27,6 +29,8 @@ use metal::talos::proto::common;
 use metal::talos::proto::machine::apply_configuration_request::Mode as ApplyMode;
 use metal::talos::proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use metal::talos::proto::machine::{self as pb};
+use metal::talos::proto::storage::storage_service_server::{StorageService, StorageServiceServer};
+use metal::talos::proto::storage::{self as spb};
 use metal::talos::secrets::CertAndKey;
 use tonic::Status;
 use tower::Service as _;
@@ -43,6 +47,9 @@ use crate::world::TalosState;
 
 /// Full method path of `MachineService.ApplyConfiguration`.
 pub(crate) const APPLY_CONFIGURATION: &str = "/machine.MachineService/ApplyConfiguration";
+
+/// Full method path of `StorageService.Disks` (served in maintenance and normal mode).
+pub(crate) const DISKS: &str = "/storage.StorageService/Disks";
 
 /// The methods a node in normal mode serves.
 const NORMAL_METHODS: [&str; 6] = [
@@ -140,8 +147,8 @@ pub(crate) async fn handle(
         }
     }
     let served = match node.mode {
-        NodeMode::Maintenance => path == APPLY_CONFIGURATION,
-        NodeMode::Normal { .. } => NORMAL_METHODS.contains(&path.as_str()),
+        NodeMode::Maintenance => path == APPLY_CONFIGURATION || path == DISKS,
+        NodeMode::Normal { .. } => NORMAL_METHODS.contains(&path.as_str()) || path == DISKS,
     };
     if !served {
         return match node.mode {
@@ -153,6 +160,13 @@ pub(crate) async fn handle(
         };
     }
     request.extensions_mut().insert(roles);
+    if path == DISKS {
+        let mut service = StorageServiceServer::new(Api(node));
+        return match service.call(request).await {
+            Ok(response) => response.map(Body::new),
+            Err(never) => match never {},
+        };
+    }
     let mut service = MachineServiceServer::new(Api(node));
     match service.call(request).await {
         Ok(response) => response.map(Body::new),
@@ -295,6 +309,56 @@ impl Api {
         Ok(pb::ApplyConfigurationResponse {
             messages: vec![reply],
         })
+    }
+}
+
+#[tonic::async_trait]
+impl StorageService for Api {
+    async fn disks(
+        &self,
+        request: tonic::Request<()>,
+    ) -> Result<tonic::Response<spb::DisksResponse>, Status> {
+        self.authorize(&request, READER)?;
+        let installed = matches!(self.0.mode, NodeMode::Normal { .. });
+        let disks = {
+            let world = self.0.shared.lab.world();
+            let plan = world
+                .server(&self.0.ident.server_id)
+                .and_then(|s| world.catalogue.plan(&s.plan));
+            super::disks::for_plan(
+                plan,
+                &self.0.ident.server_id,
+                self.0.shared.lab.config.extra_disks,
+            )
+        };
+        let disks = disks
+            .into_iter()
+            .map(|d| spb::Disk {
+                size: d.size,
+                model: d.model,
+                device_name: d.device_name.clone(),
+                name: String::new(),
+                serial: d.serial,
+                modalias: "nvme:v144DdA80Asd144Ds0000".into(),
+                uuid: String::new(),
+                wwid: d.wwid,
+                r#type: spb::disk::DiskType::Nvme.into(),
+                bus_path: format!(
+                    "/pci0000:00/0000:00:01.{}/0000:0{}:00.0/nvme",
+                    d.device_name.len() % 8,
+                    d.device_name.len() % 10
+                ),
+                system_disk: d.system && installed,
+                subsystem: "/sys/class/block".into(),
+                readonly: false,
+            })
+            .collect();
+        Ok(tonic::Response::new(spb::DisksResponse {
+            messages: vec![spb::Disks {
+                metadata: None,
+                disks,
+            }],
+        }))
     }
 }
 

@@ -22,6 +22,7 @@
 //! listener in the right mode, every cluster's API and its Node objects.
 
 mod cluster;
+pub(crate) mod disks;
 mod grpc;
 mod machine_config;
 mod node;
@@ -436,6 +437,14 @@ impl Reconciler {
                     continue;
                 }
                 api.api.upsert_node(node_info(member));
+                let disks = {
+                    let world = self.shared.lab.world();
+                    let plan = world
+                        .server(&member.server_id)
+                        .and_then(|s| world.catalogue.plan(&s.plan));
+                    disks::for_plan(plan, &member.server_id, self.shared.lab.config.extra_disks)
+                };
+                api.api.set_node_disks(member.node_name(), disks);
                 tracing::info!(cluster = %member.config.cluster_name, node = %member.node_name(), "kubelet registered its Node");
                 api.registered.insert(member.server_id.clone(), incarnation);
             }

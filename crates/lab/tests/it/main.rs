@@ -8,4 +8,5 @@ mod kube;
 mod kube_platform;
 mod kube_write;
 mod lifecycle;
+mod postinstall;
 mod talos;

@@ -37,6 +37,7 @@ use super::maintenance::{AnyServerCert, spki_fingerprint};
 use super::pki;
 use super::proto::common;
 use super::proto::machine::{self, machine_service_client::MachineServiceClient};
+use super::proto::storage::{self, storage_service_client::StorageServiceClient};
 use super::talosconfig::Talosconfig;
 
 /// The largest message accepted from a node, as in talosctl (`constants.GRPCMaxMessageSize`).
@@ -221,6 +222,45 @@ pub struct ServiceStatus {
     pub last_message: String,
 }
 
+/// One block device as `Disks` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// The device path, e.g. `/dev/nvme1n1`.
+    pub device_name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The disk model.
+    pub model: String,
+    /// The disk type, lower-case: `nvme`, `ssd`, `hdd`, `sd`, `cd` or `unknown`.
+    pub kind: String,
+    /// The serial number.
+    pub serial: String,
+    /// The WWID (what `/dev/disk/by-id/` links are made from).
+    pub wwid: String,
+    /// Whether Talos is installed on it.
+    pub system_disk: bool,
+    /// Whether it is read-only.
+    pub readonly: bool,
+}
+
+impl DiskInfo {
+    fn from_proto(disk: storage::Disk) -> Self {
+        let kind = storage::disk::DiskType::try_from(disk.r#type)
+            .map(|t| t.as_str_name().to_lowercase())
+            .unwrap_or_else(|_| "unknown".into());
+        DiskInfo {
+            device_name: disk.device_name,
+            size: disk.size,
+            model: disk.model,
+            kind,
+            serial: disk.serial,
+            wwid: disk.wwid,
+            system_disk: disk.system_disk,
+            readonly: disk.readonly,
+        }
+    }
+}
+
 /// One etcd member as `EtcdMemberList` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdMember {
@@ -265,6 +305,7 @@ impl Default for BootstrapRetry {
 pub struct TalosClient {
     addr: SocketAddr,
     machine: MachineServiceClient<Channel>,
+    storage: StorageServiceClient<Channel>,
     fingerprint: Arc<Mutex<Option<String>>>,
     bootstrap_retry: BootstrapRetry,
 }
@@ -340,12 +381,16 @@ impl TalosClient {
             }))
             .await
             .map_err(|e| connect_error(addr, &e))?;
+        let storage = StorageServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let machine = MachineServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         Ok(TalosClient {
             addr,
             machine,
+            storage,
             fingerprint,
             bootstrap_retry: BootstrapRetry::default(),
         })
@@ -418,6 +463,24 @@ impl TalosClient {
             platform_mode: message.platform.map(|p| p.mode),
             rbac: message.features.map(|f| f.rbac),
         })
+    }
+
+    /// `StorageService/Disks`: the node's block devices (served in maintenance mode too, so the
+    /// disks can be inspected before a configuration is applied).
+    pub async fn disks(&mut self) -> Result<Vec<DiskInfo>, TalosClientError> {
+        const METHOD: &str = "Disks";
+        let response = self
+            .storage
+            .disks(())
+            .await
+            .map_err(|s| self.rpc_error(METHOD, &s))?
+            .into_inner();
+        let message = self.first(METHOD, response.messages, |m| m.metadata.as_ref())?;
+        Ok(message
+            .disks
+            .into_iter()
+            .map(DiskInfo::from_proto)
+            .collect())
     }
 
     /// `MachineService/ServiceList`: the node's system services.

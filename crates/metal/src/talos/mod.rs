@@ -36,6 +36,7 @@ pub mod proto;
 pub mod secrets;
 pub mod talosconfig;
 
+pub use client::DiskInfo;
 pub use client::{
     ApplyMode, ApplyReport, BootstrapOutcome, BootstrapRetry, TalosClient, TalosClientError,
 };

@@ -5,6 +5,7 @@
 //! * [`machine`] — `machine.MachineService`: `ApplyConfiguration`, `Bootstrap`,
 //!   `EtcdMemberList`, `Kubeconfig`, `ServiceList`, `Version`.
 //! * [`cluster`] — `cluster.ClusterService/HealthCheck`.
+//! * [`storage`] — `storage.StorageService/Disks` (the node's block devices).
 //! * [`common`] — `common.Metadata` (per-node hostname and error) and `common.Data`.
 //! * [`google::rpc`] — `google.rpc.Status`, nested in `common.Metadata`.
 //!
@@ -25,6 +26,11 @@ pub mod machine {
 /// Package `cluster`.
 pub mod cluster {
     include!(concat!(env!("OUT_DIR"), "/cluster.rs"));
+}
+
+/// Package `storage`: `storage.StorageService/Disks`.
+pub mod storage {
+    include!(concat!(env!("OUT_DIR"), "/storage.rs"));
 }
 
 /// Vendored Google packages.

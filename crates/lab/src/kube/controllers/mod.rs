@@ -11,6 +11,11 @@
 //! * **Namespaces** being deleted lose their content, then disappear.
 //! * **Helm** (`helm`): a Job labelled `cto.dev/helm-release` installs its chart when it runs.
 //! * **Argo CD** (`argocd`): once the argo-cd chart's workloads are ready, Applications sync.
+//! * **Storage** (`storage`): once the openebs Application is Healthy, the DiskPool CRD and
+//!   operator (Mayastor); PersistentVolumeClaims of Mayastor and local-path classes are bound.
+//! * **Vault** (`vault`): once the vault Application is Healthy, its Service and Pods, and the
+//!   Vault API (init, unseal, seal status, health) behind the API server's service and pod
+//!   proxy.
 //!
 //! The controllers run in one task, every [`TICK`], and write through the same code paths as
 //! clients ([`Shared`]'s write verbs), so they obey the API's rules. Their timers live in
@@ -19,6 +24,8 @@
 
 mod argocd;
 mod helm;
+mod storage;
+pub(super) mod vault;
 mod workloads;
 
 use std::collections::HashMap;
@@ -67,6 +74,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         workloads::reconcile(&shared, &mut state);
         argocd::reconcile(&shared, &mut state);
+        storage::reconcile(&shared, &mut state);
+        vault::reconcile(&shared, &mut state);
     }
 }
 
