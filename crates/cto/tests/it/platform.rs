@@ -347,3 +347,67 @@ fn a_degraded_application_fails_the_sync_by_name_and_resume_completes_once_it_re
     wait_for_kube_api(&kubeconfig);
     assert_applications_healthy(&kubeconfig);
 }
+
+/// Every one of the 22 steps run a second time, in a row, after a complete install: no server
+/// ordered, the secrets untouched, no object the installer owns rewritten.
+#[test]
+fn every_step_of_a_complete_install_runs_twice_without_changes() {
+    let user = User::new();
+    let state = user.state_dir("tw");
+    let s = state.to_str().unwrap();
+    let kubeconfig = state.join("kubeconfig");
+    let out = run(
+        user.cto(None),
+        &[
+            "install",
+            "--lab",
+            "--cluster-name",
+            "tw",
+            "--nodes",
+            "2",
+            "--state-dir",
+            s,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let checkpoint = |state: &Path| CheckpointStore::read(state).unwrap();
+    let ids = |cp: &installer::checkpoint::Checkpoint| -> Vec<Option<String>> {
+        cp.servers.iter().map(|s| s.id.clone()).collect()
+    };
+    let first = checkpoint(&state);
+    assert!(first.next_step().is_none(), "all 22 steps done");
+    let secrets = std::fs::read(state.join("secrets.yaml")).unwrap();
+    let before = {
+        let _lab = LabProcess::reopen(&state.join("lab"));
+        wait_for_kube_api(&kubeconfig);
+        snapshot(&kubeconfig)
+    };
+
+    forget(&state, &Step::ALL);
+    let out = run(user.cto(None), &["install", "--resume", "--state-dir", s]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let second = checkpoint(&state);
+    assert!(second.next_step().is_none(), "all 22 steps done again");
+    assert_eq!(ids(&second), ids(&first), "no server ordered or replaced");
+    assert_eq!(std::fs::read(state.join("secrets.yaml")).unwrap(), secrets);
+    let world: Value =
+        serde_json::from_slice(&std::fs::read(state.join("lab").join("world.json")).unwrap())
+            .unwrap();
+    let live = world["servers"]
+        .as_object()
+        .map(|m| m.len())
+        .or_else(|| world["servers"].as_array().map(Vec::len));
+    assert_eq!(
+        live,
+        Some(2),
+        "exactly the cluster's servers exist: {}",
+        world["servers"]
+    );
+    let _lab = LabProcess::reopen(&state.join("lab"));
+    wait_for_kube_api(&kubeconfig);
+    assert_eq!(
+        snapshot(&kubeconfig),
+        before,
+        "running all 22 steps again changed objects"
+    );
+}

@@ -10,6 +10,7 @@ use metal::provider::Provider;
 use metal::talos::maintenance::{ProbeOutcome, probe};
 use tokio::task::JoinSet;
 
+use crate::checkpoint::ConfigState;
 use crate::error::StepError;
 use crate::steps::infrastructure::TALOS_API_PORT;
 use crate::steps::{StepContext, StepFailure, StepResult};
@@ -29,6 +30,12 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
         let ip = record.primary_ipv4.ok_or_else(|| StepError::Inconsistent {
             what: format!("the IPv4 address of {}", record.hostname),
         })?;
+        // A node cto already configured has left maintenance mode for good: running this
+        // step again (a resume that re-runs it) must not call that a failure.
+        if record.installed || !matches!(record.config, ConfigState::NotApplied) {
+            ctx.node_status(&record.hostname, "past maintenance mode (configured)", None);
+            continue;
+        }
         // A node seen in maintenance mode by an earlier run is probed again all the same: it
         // may have rebooted or been reinstalled since.
         let addr = SocketAddr::from((ip, TALOS_API_PORT));
