@@ -58,11 +58,25 @@ impl LabProcess {
         let config_path = dir.path().join("lab.json");
         std::fs::write(&config_path, merged.to_string()).unwrap();
         let state = dir.path().join("world");
-        let mut child = Command::new(cto_bin())
+        Self::serve(&state, Some(&config_path), dir)
+    }
+
+    /// Serves an existing world (such as `<state-dir>/lab` of an in-process `--lab` install),
+    /// so its nodes and Kubernetes API can be reached after `cto` exited.
+    pub fn reopen(world: &Path) -> LabProcess {
+        Self::serve(world, None, tempfile::tempdir().unwrap())
+    }
+
+    /// Runs `cto lab serve` over `world` and waits for the URL it prints when ready.
+    fn serve(world: &Path, config: Option<&Path>, dir: tempfile::TempDir) -> LabProcess {
+        let mut command = Command::new(cto_bin());
+        command
             .args(["lab", "serve", "--listen", "127.0.0.1:0", "--state"])
-            .arg(&state)
-            .arg("--config")
-            .arg(&config_path)
+            .arg(world);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -75,29 +89,6 @@ impl LabProcess {
             .unwrap_or_else(|| panic!("unexpected first line from the lab: {first}"))
             .to_owned();
         // Keep draining stdout so the lab never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        LabProcess {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    /// Serves an existing world (such as `<state-dir>/lab` of an in-process `--lab` install),
-    /// so its nodes and Kubernetes API can be reached after `cto` exited.
-    pub fn reopen(world: &Path) -> LabProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(cto_bin())
-            .args(["lab", "serve", "--listen", "127.0.0.1:0", "--state"])
-            .arg(world)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("lab printed nothing").unwrap();
-        let url = first.strip_prefix("LATITUDE_API_URL=").unwrap().to_owned();
         std::thread::spawn(move || for _ in lines {});
         LabProcess {
             child,
