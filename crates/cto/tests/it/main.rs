@@ -5,6 +5,7 @@ mod bad_input;
 mod destroy;
 mod harness;
 mod install;
+mod kubectl;
 mod platform;
 mod post_install;
 mod regions;

@@ -13,6 +13,7 @@ use installer::checkpoint::CheckpointStore;
 use serde_json::{Value, json};
 
 use crate::harness::{KEY, LabProcess, User, cto_bin, describe, files_under, ip_block, run};
+use crate::kubectl::{items, kubectl_json, wait_for_kube_api};
 
 const STOP: &str = "--stop-after=waiting-git-ops-sync";
 /// A token distinctive enough to find if it leaked into a file.
@@ -27,40 +28,6 @@ const PLATFORM_STEPS: [Step; 7] = [
     Step::ApplyingAppOfApps,
     Step::WaitingGitOpsSync,
 ];
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is required by this test: `cargo xtask ci` installs it")
-}
-
-fn kubectl_json(kubeconfig: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = kubectl(kubeconfig, &all);
-    assert!(out.status.success(), "kubectl {args:?}: {}", describe(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_for_kube_api(kubeconfig: &Path) {
-    for _ in 0..200 {
-        if kubectl(kubeconfig, &["get", "--raw", "/readyz"])
-            .status
-            .success()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the lab's Kubernetes API did not come back");
-}
-
-fn items(list: &Value) -> Vec<Value> {
-    list["items"].as_array().cloned().unwrap_or_default()
-}
 
 fn assert_nodes_ready(kubeconfig: &Path, count: usize) {
     let nodes = items(&kubectl_json(kubeconfig, &["get", "nodes"]));

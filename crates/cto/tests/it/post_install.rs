@@ -2,47 +2,10 @@
 //! HOME, Vault initialised and unsealed through the API server's proxies, the summary, and
 //! `cto health` — a `--lab` install run to Complete, then checked with the real kubectl.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::harness::{LabProcess, User, describe, events, run};
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is required by this test: `cargo xtask ci` installs it")
-}
-
-fn kubectl_json(kubeconfig: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = kubectl(kubeconfig, &all);
-    assert!(out.status.success(), "kubectl {args:?}: {}", describe(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_for_kube_api(kubeconfig: &Path) {
-    for _ in 0..200 {
-        if kubectl(kubeconfig, &["get", "--raw", "/readyz"])
-            .status
-            .success()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the lab's Kubernetes API did not come back");
-}
-
-fn items(list: &Value) -> Vec<Value> {
-    list["items"].as_array().cloned().unwrap_or_default()
-}
+use crate::kubectl::{items, kubectl, kubectl_json, wait_for_kube_api};
 
 const OLD_KUBECONFIG: &str = "apiVersion: v1
 kind: Config

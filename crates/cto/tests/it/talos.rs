@@ -2,41 +2,16 @@
 //! with Kubernetes — against the lab, with kills and resumes.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::harness::{LabProcess, User, describe, kill_when, run};
+use crate::kubectl::{kubectl, wait_for_kube_api};
 
 const STOP: &str = "--stop-after=waiting-worker-join";
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect(
-            "kubectl is required by this test: `cargo xtask ci` installs it (apt package kubectl)",
-        )
-}
-
-/// The reopened lab restarts the Kubernetes API within moments; wait for it, bounded.
-fn wait_for_kube_api(kubeconfig: &Path) {
-    for _ in 0..100 {
-        if kubectl(kubeconfig, &["get", "--raw", "/readyz"])
-            .status
-            .success()
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the lab's Kubernetes API did not come back");
 }
 
 #[test]
