@@ -56,6 +56,17 @@ fn single<'m>(hostname: &str, found: &[&'m Machine]) -> Result<&'m Machine, Step
     }
 }
 
+/// The iPXE URL step 1 resolved.
+fn resolved_ipxe_url<P: Provider>(ctx: &StepContext<'_, P>) -> Result<String, StepError> {
+    ctx.checkpoint()
+        .resolved
+        .ipxe_url
+        .clone()
+        .ok_or_else(|| StepError::Inconsistent {
+            what: "the iPXE URL".into(),
+        })
+}
+
 /// Step 2: order every server that is not ordered yet; adopt the ones that already exist.
 pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
     let existing = ctx
@@ -89,14 +100,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         .ok_or_else(|| StepError::Inconsistent {
             what: "the chosen site".into(),
         })?;
-    let ipxe_url =
-        ctx.checkpoint()
-            .resolved
-            .ipxe_url
-            .clone()
-            .ok_or_else(|| StepError::Inconsistent {
-                what: "the iPXE URL".into(),
-            })?;
+    let ipxe_url = resolved_ipxe_url(ctx)?;
     let to_order: Vec<MachineOrder> = ctx
         .checkpoint()
         .servers
@@ -490,14 +494,7 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
 /// another operating system (adopted from elsewhere, or reinstalled by hand) is reinstalled
 /// onto iPXE; the request is recorded first so a resumed run does not reinstall it twice.
 pub(crate) async fn booting_talos<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
-    let ipxe_url =
-        ctx.checkpoint()
-            .resolved
-            .ipxe_url
-            .clone()
-            .ok_or_else(|| StepError::Inconsistent {
-                what: "the iPXE URL".into(),
-            })?;
+    let ipxe_url = resolved_ipxe_url(ctx)?;
     let machines = ctx
         .provider
         .list_machines()
@@ -660,14 +657,7 @@ async fn finish_replacement<P: Provider>(
         .ok_or_else(|| StepError::Inconsistent {
             what: "the chosen site".into(),
         })?;
-    let ipxe_url =
-        ctx.checkpoint()
-            .resolved
-            .ipxe_url
-            .clone()
-            .ok_or_else(|| StepError::Inconsistent {
-                what: "the iPXE URL".into(),
-            })?;
+    let ipxe_url = resolved_ipxe_url(ctx)?;
     let order = MachineOrder {
         hostname: hostname.to_owned(),
         plan: record.plan.clone(),
