@@ -49,6 +49,17 @@ pub struct LabConfig {
     /// docs/lab.md, "Disks"). Default 0.
     #[serde(default)]
     pub extra_disks: u32,
+    /// Seed of the per-node and per-object jitter (see `durations`): two labs with the same
+    /// seed and timeline are the same world.
+    #[serde(default)]
+    pub seed: u64,
+    /// How far each duration may stray from its timeline value, as a fraction (`0.2`: ±20 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+fn default_jitter() -> f64 {
+    0.2
 }
 
 impl Default for LabConfig {
@@ -66,6 +77,8 @@ impl Default for LabConfig {
             argocd_degraded: Vec::new(),
             git_repos: std::collections::BTreeMap::new(),
             extra_disks: 0,
+            seed: 0,
+            jitter: default_jitter(),
         }
     }
 }
@@ -105,6 +118,21 @@ pub struct Timeline {
     /// app of apps).
     #[serde(default = "default_argocd_sync")]
     pub argocd_sync: f64,
+    /// How long Latitude keeps reporting `deploying` after the iPXE-booted Talos already
+    /// answers (the quirk in reference/latitude-api.md).
+    #[serde(default = "default_status_lag")]
+    pub status_lag: f64,
+    /// A Mayastor DiskPool from creation until `Online`.
+    #[serde(default = "default_diskpool_create")]
+    pub diskpool_create: f64,
+}
+
+fn default_status_lag() -> f64 {
+    30.0
+}
+
+fn default_diskpool_create() -> f64 {
+    5.0
 }
 
 fn default_workload_rollout() -> f64 {
@@ -132,6 +160,8 @@ impl Default for Timeline {
             workload_rollout: default_workload_rollout(),
             job_run: default_job_run(),
             argocd_sync: default_argocd_sync(),
+            status_lag: default_status_lag(),
+            diskpool_create: default_diskpool_create(),
         }
     }
 }
@@ -180,12 +210,20 @@ impl LabConfig {
             ("timeline.workload_rollout", t.workload_rollout),
             ("timeline.job_run", t.job_run),
             ("timeline.argocd_sync", t.argocd_sync),
+            ("timeline.status_lag", t.status_lag),
+            ("timeline.diskpool_create", t.diskpool_create),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!(
                     "{name} must be a non-negative number of seconds, got {value}"
                 ));
             }
+        }
+        if !(self.jitter.is_finite() && (0.0..1.0).contains(&self.jitter)) {
+            return Err(format!(
+                "jitter must be a fraction in [0, 1), got {}",
+                self.jitter
+            ));
         }
         if matches!(&self.api_keys, Some(keys) if keys.iter().any(|k| k.is_empty())) {
             return Err("api_keys must not contain an empty key".into());

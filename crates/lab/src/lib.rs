@@ -20,6 +20,8 @@
 mod api;
 mod catalogue;
 mod config;
+#[allow(dead_code)] // wired in by the timeline work in progress
+mod durations;
 mod error;
 /// Fault injection: the `--faults` grammar ([`faults::FaultSpec`]) and what it does.
 pub mod faults;
