@@ -20,14 +20,15 @@
 //! destroy, seed 1`. Exit status 0 only when everything held.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::labproc::Lab;
 
 /// The API key the chaos run uses against its lab.
 const KEY: &str = "chaos-key";
@@ -105,19 +106,6 @@ struct KillPoint {
     delay: Duration,
 }
 
-/// The lab process.
-struct Lab {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// How one run of `cto install` ended.
 struct RunEnd {
     killed: bool,
@@ -152,124 +140,22 @@ pub fn run(args: &[String]) -> bool {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 fn build_cto() -> Result<PathBuf, String> {
-    let root = workspace_root();
-    let status = crate::cargo()
-        .args(["build", "-p", "cto"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build -p cto failed ({status})"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        root.join(target)
-    };
-    Ok(target.join("debug").join("cto"))
+    crate::labproc::build_cto(false)
 }
 
 fn start_lab(bin: &Path, dir: &Path, seed: u64, faults: Option<&str>) -> Result<Lab, String> {
     // A third octet of its own (the in-process lab picks 10..=200 at random, the test suites
     // use 201 and up).
     let block = 10 + (u64::from(std::process::id()) ^ seed.wrapping_mul(31)) % 190;
-    let config = dir.join("lab.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"time_scale": 0.002, "ip_block": {block}, "reads_per_minute": 100000, "writes_per_minute": 100000}}"#
-        ),
-    )
-    .map_err(|e| format!("writing {}: {e}", config.display()))?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["lab", "serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(dir.join("world"))
-        .arg("--config")
-        .arg(&config);
-    if let Some(faults) = faults {
-        cmd.args(["--faults", faults]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the lab: {e}"))?;
-    let stdout = child.stdout.take().ok_or("the lab has no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = match lines.next() {
-        Some(Ok(line)) => line,
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the lab did not start (bad --faults?)".into());
-        }
-    };
-    let url = first
-        .strip_prefix("LATITUDE_API_URL=")
-        .ok_or_else(|| format!("unexpected first line from the lab: {first}"))?
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    Ok(Lab { child, url })
+    let config = format!(
+        r#"{{"time_scale": 0.002, "ip_block": {block}, "reads_per_minute": 100000, "writes_per_minute": 100000}}"#
+    );
+    Lab::start(bin, dir, &config, faults)
 }
 
-/// GET `path` on the lab (HTTP/1.1, `Connection: close`), as JSON.
 fn get(url: &str, path: &str) -> Result<Value, String> {
-    let hostport = url.trim_start_matches("http://");
-    let mut stream =
-        TcpStream::connect(hostport).map_err(|e| format!("connecting to the lab: {e}"))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("GET {path}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: no HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "GET {path}: {}",
-            head.lines().next().unwrap_or(head)
-        ));
-    }
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e}"))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest.get(n + 2..).unwrap_or("");
-    }
-    out
+    crate::labproc::get(url, path, KEY)
 }
 
 /// Hostnames of every live server in the lab (with repeats). Retried: the lab may be injecting

@@ -10,13 +10,17 @@
 //! * `gitops-check` — validates the `gitops/` tree (see `gitops_check`); `ci` runs it before
 //!   the tests.
 //!
-//! Tasks named in the design that later work adds (`bench`) are not
-//! here yet and are reported as such rather than faked.
+//! * `bench --nodes N [--control-planes 3] [--seed S] [--baseline sequential]` — runs the real
+//!   `cto install` against a lab at Latitude's rate limits and prints one JSON object: wall
+//!   time against the lab's critical path, request counts, peak RSS, CPU, resume overhead
+//!   (see `bench` and docs/performance.md).
 
 use std::process::{Command, ExitCode};
 
+mod bench;
 mod chaos;
 mod gitops_check;
+mod labproc;
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -131,14 +135,12 @@ fn main() -> ExitCode {
             chaos::run(&args)
         }
         "bench" => {
-            eprintln!(
-                "xtask: `{task}` is part of the design but not implemented yet in this version"
-            );
-            return ExitCode::from(2);
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            bench::run(&args)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|e2e|chaos|gitops-check>\n  ci   fmt check + clippy -D warnings + every test\n  e2e  end-to-end tests of the real cto binary against the lab\n  gitops-check  validate the gitops/ tree\n  chaos --kills N --seed S [--nodes K] [--stop-after STEP] [--faults SPEC]  kill-anywhere convergence"
+                "usage: cargo xtask <ci|e2e|chaos|bench|gitops-check>\n  ci   fmt check + clippy -D warnings + every test\n  e2e  end-to-end tests of the real cto binary against the lab\n  gitops-check  validate the gitops/ tree\n  chaos --kills N --seed S [--nodes K] [--stop-after STEP] [--faults SPEC]  kill-anywhere convergence\n  bench --nodes N [--control-planes 3] [--seed S] [--baseline sequential]  installer vs the lab's critical path (JSON)"
             );
             return ExitCode::from(2);
         }
