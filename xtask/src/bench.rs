@@ -77,11 +77,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
-            "--nodes" => {
-                options.nodes = value()?
-                    .parse()
-                    .map_err(|e| format!("--nodes: {e}"))?
-            }
+            "--nodes" => options.nodes = value()?.parse().map_err(|e| format!("--nodes: {e}"))?,
             "--control-planes" => {
                 options.control_planes = value()?
                     .parse()

@@ -145,8 +145,8 @@ fn build_cto() -> Result<PathBuf, String> {
 }
 
 fn start_lab(bin: &Path, dir: &Path, seed: u64, faults: Option<&str>) -> Result<Lab, String> {
-    // A third octet of its own (the in-process lab picks 10..=200 at random, the test suites
-    // use 201 and up).
+    // A third octet for its lab. The in-process lab picks 10..=100 at random and the test
+    // suites use 2..=9 and 101 and up; chaos runs after them, never beside them.
     let block = 10 + (u64::from(std::process::id()) ^ seed.wrapping_mul(31)) % 190;
     let config = format!(
         r#"{{"time_scale": 0.002, "ip_block": {block}, "reads_per_minute": 100000, "writes_per_minute": 100000}}"#

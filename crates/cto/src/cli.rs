@@ -268,5 +268,21 @@ pub enum LabCommand {
         /// the config file's `faults`.
         #[arg(long, value_name = "SPEC")]
         faults: Option<String>,
+        /// Real seconds per modelled second, a positive number (overrides the config file's
+        /// `time_scale`; `0.01` turns a 5-minute deploy into 3 s).
+        #[arg(long, value_name = "F", value_parser = parse_time_scale, allow_hyphen_values = true)]
+        time_scale: Option<f64>,
+        /// Seed of the world's per-node and per-object jitter (overrides the config file's
+        /// `seed`): the same seed gives the same world.
+        #[arg(long, value_name = "S", allow_hyphen_values = true)]
+        seed: Option<u64>,
     },
+}
+
+/// `--time-scale`: a finite number greater than zero.
+fn parse_time_scale(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!("expected a positive number, got {value:?}")),
+    }
 }

@@ -70,19 +70,16 @@ pub async fn connect(
     state_dir: &Path,
     project_hint: Option<&str>,
 ) -> Result<Connection, Failure> {
+    let scale = time_scale(args)?;
     if args.lab {
         let world = state_dir.join("lab");
-        let handle = lab::start(
-            lab::LabConfig::default(),
-            &world,
-            ([127, 0, 0, 1], 0).into(),
-        )
-        .await
-        .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start the lab: {e}")))?;
+        let handle = lab::start(lab_config(), &world, ([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start the lab: {e}")))?;
         let api_url = handle.url();
         let project = lab::LAB_PROJECT_ID.to_owned();
-        let provider = build(&api_url, ApiKey::new(LAB_API_KEY), &project)?;
-        tracing::info!(%api_url, world = %world.display(), "lab started in-process");
+        let provider = build(&api_url, ApiKey::new(LAB_API_KEY), &project, scale)?;
+        tracing::info!(%api_url, world = %world.display(), time_scale = scale, "lab started in-process");
         return Ok(Connection {
             provider,
             lab: Some(handle),
@@ -108,33 +105,104 @@ pub async fn connect(
                 "no project: pass --project or set LATITUDE_PROJECT_ID (proj_... or the project slug)",
             )
         })?;
-    let api_url = args
-        .api_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
-    let provider = build(&api_url, key, &project)?;
-    tracing::info!(%api_url, %project, "using the Latitude API");
+    let api_url = api_url(args);
+    let provider = build(&api_url, key, &project, scale)?;
+    tracing::info!(%api_url, %project, time_scale = scale, "using the Latitude API");
     Ok(Connection {
         provider,
         lab: None,
     })
 }
 
-fn build(api_url: &str, key: ApiKey, project: &str) -> Result<LatitudeProvider, Failure> {
-    let client = LatitudeClient::new(ClientConfig::new(api_url, key, project))
+fn build(
+    api_url: &str,
+    key: ApiKey,
+    project: &str,
+    time_scale: f64,
+) -> Result<LatitudeProvider, Failure> {
+    let config = ClientConfig::new(api_url, key, project).scaled(time_scale);
+    let client = LatitudeClient::new(config)
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot use API URL {api_url}: {e}")))?;
     Ok(LatitudeProvider::new(client))
 }
 
+/// The configuration of the in-process lab (`--lab`).
+fn lab_config() -> lab::LabConfig {
+    lab::LabConfig::default()
+}
+
+/// The Latitude API URL `connect` uses: the in-process lab's loopback address with `--lab`,
+/// else `--api-url` / `LATITUDE_API_URL`, else the real API.
+pub fn api_url(args: &ProviderArgs) -> String {
+    if args.lab {
+        return "http://127.0.0.1".to_owned();
+    }
+    args.api_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
+}
+
+/// Environment variable running the installer in a lab's scaled time: `CTO_TIME_SCALE=F`
+/// (`0 < F <= 1`) multiplies every clock of the installer by `F` — poll intervals, wait time
+/// limits, the Latitude client's rate-limit window, backoff delays and `retry_after` pauses —
+/// to match a lab whose `time_scale` is `F`. Only against a loopback API URL (a lab); see
+/// docs/operations.md.
+pub const TIME_SCALE_ENV: &str = "CTO_TIME_SCALE";
+
+/// `CTO_TIME_SCALE` as set: `None` when unset or blank, a usage error (exit 2) when it is not a
+/// number in `(0, 1]`.
+pub fn time_scale_env() -> Result<Option<f64>, Failure> {
+    let Some(raw) = std::env::var_os(TIME_SCALE_ENV) else {
+        return Ok(None);
+    };
+    let raw = raw.to_string_lossy();
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_time_scale(&raw).map(Some)
+}
+
+fn parse_time_scale(raw: &str) -> Result<f64, Failure> {
+    match raw.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{TIME_SCALE_ENV}={raw} is not a time scale: give real seconds per modelled second, a number in (0, 1] such as 0.01"
+            ),
+        )),
+    }
+}
+
+/// The time scale of a run against the provider `args` select: `CTO_TIME_SCALE` when set, which
+/// is refused (exit 2) unless the API URL is loopback; else the in-process lab's own
+/// `time_scale` with `--lab`; else 1 (real time).
+pub fn time_scale(args: &ProviderArgs) -> Result<f64, Failure> {
+    let url = api_url(args);
+    match time_scale_env()? {
+        Some(f) if args.lab || metal::latitude::is_loopback_url(&url) => Ok(f),
+        Some(f) => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{TIME_SCALE_ENV}={f} is only for a lab on a loopback address, and the Latitude API URL {url} is not one: unset {TIME_SCALE_ENV}"
+            ),
+        )),
+        None if args.lab => Ok(lab_config().time_scale.clamp(f64::MIN_POSITIVE, 1.0)),
+        None => Ok(1.0),
+    }
+}
+
 /// Environment variable scaling every wait's time limit (`0.01` turns 45 minutes into 27
-/// seconds). For tests and lab experiments only; see docs/operations.md.
+/// seconds), on top of [`TIME_SCALE_ENV`]. For tests and lab experiments only; see
+/// docs/operations.md.
 pub const TIMEOUT_SCALE_ENV: &str = "CTO_TIMEOUT_SCALE";
 
-/// The installer's waits: the defaults, with their time limits multiplied by
+/// The installer's waits in a world running at `time_scale` (1 for Latitude; see
+/// [`installer::Timings::scaled`]), then with their time limits multiplied by
 /// `CTO_TIMEOUT_SCALE` when it is set to a positive number (an invalid value is ignored with a
-/// warning in the log).
-pub fn timings() -> installer::Timings {
-    let mut t = installer::Timings::default();
+/// warning in the log). That one applies last, below the scaled limits' real-time floor.
+pub fn timings(time_scale: f64) -> installer::Timings {
+    let mut t = installer::Timings::default().scaled(time_scale);
     let Ok(raw) = std::env::var(TIMEOUT_SCALE_ENV) else {
         return t;
     };
@@ -154,4 +222,43 @@ pub fn timings() -> installer::Timings {
         }
     }
     t
+}
+
+/// Hidden environment variable selecting a benchmark baseline: `CTO_BASELINE=sequential` runs
+/// the same install one node at a time with fixed 5-second polling (see docs/state-machine.md,
+/// "Sequential baseline"). Used by `cargo xtask bench --baseline sequential`; lab only.
+pub const BASELINE_ENV: &str = "CTO_BASELINE";
+
+/// The poll interval of the sequential baseline, in modelled seconds.
+const BASELINE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Applies `CTO_BASELINE` (when set and not blank) to `t`, which must already be scaled to the world's time
+/// (`t.time_scale`): `sequential` sets `sequential` and a fixed poll of 5 s × that scale. Only
+/// against a loopback API URL (the lab: `--lab` or a `LATITUDE_API_URL` on 127.0.0.0/8, ::1 or
+/// localhost); elsewhere, or with any other value, a usage error (exit 2).
+pub fn apply_baseline(t: &mut installer::Timings, api_url: &str) -> Result<(), Failure> {
+    let Some(raw) = std::env::var_os(BASELINE_ENV) else {
+        return Ok(());
+    };
+    let value = raw.to_string_lossy();
+    if value.trim().is_empty() {
+        return Ok(());
+    }
+    if value.trim() != "sequential" {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("{BASELINE_ENV}={value} is not a baseline cto knows (only `sequential`)"),
+        ));
+    }
+    if !metal::latitude::is_loopback_url(api_url) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{BASELINE_ENV} is for benchmarks against the lab only, and the API URL {api_url} is not a loopback address; unset it"
+            ),
+        ));
+    }
+    t.sequential = true;
+    t.fixed_poll = Some(BASELINE_POLL.mul_f64(t.time_scale));
+    Ok(())
 }

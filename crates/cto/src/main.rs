@@ -57,8 +57,10 @@ fn main() -> ExitCode {
                         state,
                         config,
                         faults,
+                        time_scale,
+                        seed,
                     },
-            } => commands::lab::serve(listen, state, config, faults).await,
+            } => commands::lab::serve(listen, state, config, faults, time_scale, seed).await,
             Command::Completions { .. } => Ok(()),
         }
     });

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metal::provider::Provider;
+use tokio::task::JoinSet;
 
 use crate::checkpoint::{CheckpointStore, FailureRecord, Interruption, now_rfc3339};
 use crate::error::InstallError;
@@ -17,25 +18,43 @@ use crate::events::{Approver, Event, Reporter, TOTAL_STEPS};
 use crate::step::Step;
 use crate::steps::{self, StepContext};
 
-/// How long to wait and how often to look. Defaults suit real hardware; tests shorten them.
+/// How long to wait and how often to look. Defaults suit real hardware; tests shorten them, and
+/// [`Timings::scaled`] moves all of them into a lab's scaled time.
 #[derive(Debug, Clone)]
 pub struct Timings {
-    /// First poll interval of a provider wait; it grows towards `poll_max`.
+    /// Shortest poll interval of a wait: a provider listing when a status change is due (see
+    /// `poll`), a Talos probe of a node whose provider status may lag.
     pub poll_min: Duration,
-    /// Longest poll interval of a provider wait.
+    /// Longest poll interval of a provider wait (when nothing can change yet).
     pub poll_max: Duration,
     /// How long servers may take to deploy.
     pub servers_ready_timeout: Duration,
     /// How long nodes may take to reach Talos maintenance mode.
     pub maintenance_timeout: Duration,
-    /// Timeout of one maintenance probe (connect + TLS + one RPC).
+    /// Timeout of one maintenance probe (connect + TLS + one RPC). Scaled with a real floor
+    /// ([`MIN_PROBE_TIMEOUT`]): loopback latency does not shrink with modelled time.
     pub probe_timeout: Duration,
     /// How long a node may take to install Talos and reboot into its config.
     pub install_timeout: Duration,
     /// How long etcd, the Kubernetes API and node registration may take.
     pub kubernetes_timeout: Duration,
-    /// Most provider writes in flight at once.
+    /// Most provider writes in flight at once. Orders are paced by the client's write limiter
+    /// (20 a minute): 4 in flight already carry far more than 20 a minute at any plausible
+    /// request latency, so the limiter, not this bound, decides the pace.
     pub max_parallel_orders: usize,
+    /// Most per-node operations (probes, Talos calls) in flight at once.
+    pub max_parallel_nodes: usize,
+    /// Sequential-baseline mode: when `Some(d)`, every provider and Talos wait polls at exactly
+    /// `d`, without adaptation or read-budget floor. [`Timings::scaled`] scales it like the
+    /// other clocks.
+    pub fixed_poll: Option<Duration>,
+    /// Sequential-baseline mode (benchmark only, `CTO_BASELINE=sequential`): one node at a
+    /// time, each action followed by its wait, and no early worker configs. See
+    /// docs/state-machine.md, "Sequential baseline".
+    pub sequential: bool,
+    /// Real seconds per modelled second that these timings were scaled by (1 for the real
+    /// world). Waits use it to scale the provider's typical durations (see `poll`).
+    pub time_scale: f64,
     /// How long one Helm install Job may take to complete.
     pub helm_timeout: Duration,
     /// How long a workload (DaemonSet, Deployment, StatefulSet) may take to roll out, and the
@@ -54,8 +73,66 @@ impl Default for Timings {
             install_timeout: Duration::from_secs(30 * 60),
             kubernetes_timeout: Duration::from_secs(20 * 60),
             max_parallel_orders: 4,
+            max_parallel_nodes: 64,
+            fixed_poll: None,
+            sequential: false,
+            time_scale: 1.0,
             helm_timeout: Duration::from_secs(15 * 60),
             rollout_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The shortest [`Timings::probe_timeout`] that scaling leaves (real time).
+pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shortest time limit of a wait that scaling leaves (real time). A scaled world makes
+/// the modelled machines fast, not the installer's and the lab's own CPU work (TLS handshakes,
+/// fsyncs, a loaded CI machine): a wait never gives up sooner than this.
+pub const MIN_SCALED_TIME_LIMIT: Duration = Duration::from_secs(120);
+
+impl Timings {
+    /// The same timings in a world running `time_scale` real seconds per modelled second (a lab
+    /// with that `time_scale`): poll intervals and `fixed_poll` are multiplied by it; every
+    /// time limit too, but never below [`MIN_SCALED_TIME_LIMIT`], and `probe_timeout` never
+    /// below [`MIN_PROBE_TIMEOUT`] (neither above its unscaled value). Scaling twice
+    /// multiplies. A factor that is not a positive finite number is ignored.
+    #[must_use]
+    pub fn scaled(mut self, time_scale: f64) -> Self {
+        if !(time_scale.is_finite() && time_scale > 0.0) || time_scale == 1.0 {
+            return self;
+        }
+        for d in [&mut self.poll_min, &mut self.poll_max] {
+            *d = d.mul_f64(time_scale);
+        }
+        for d in [
+            &mut self.servers_ready_timeout,
+            &mut self.maintenance_timeout,
+            &mut self.install_timeout,
+            &mut self.kubernetes_timeout,
+            &mut self.helm_timeout,
+            &mut self.rollout_timeout,
+        ] {
+            *d = d.mul_f64(time_scale).max(MIN_SCALED_TIME_LIMIT).min(*d);
+        }
+        if let Some(d) = &mut self.fixed_poll {
+            *d = d.mul_f64(time_scale);
+        }
+        self.probe_timeout = self
+            .probe_timeout
+            .mul_f64(time_scale)
+            .max(MIN_PROBE_TIMEOUT)
+            .min(self.probe_timeout);
+        self.time_scale *= time_scale;
+        self
+    }
+
+    /// A modelled duration (a provider's typical deploy time, a fixed limit) in real time.
+    pub fn scale(&self, modelled: Duration) -> Duration {
+        if self.time_scale == 1.0 {
+            modelled
+        } else {
+            modelled.mul_f64(self.time_scale)
         }
     }
 }
@@ -138,6 +215,12 @@ impl<P: Provider> Orchestrator<P> {
             self.store.update(|cp| cp.interrupted = None)?;
         }
 
+        // The early worker configs (see `start_worker_prefetch`). A JoinSet aborts its tasks
+        // when dropped, so dropping this future (Ctrl-C) or returning stops the task too.
+        let mut early_task: JoinSet<Vec<String>> = JoinSet::new();
+        let mut early_started = false;
+        let mut early_applied: Vec<String> = Vec::new();
+
         loop {
             let Some(step) = self.store.checkpoint().next_step() else {
                 return Ok(RunOutcome::Completed);
@@ -147,6 +230,16 @@ impl<P: Provider> Orchestrator<P> {
             {
                 self.reporter.report(Event::StoppedAfter { step: stop });
                 return Ok(RunOutcome::StoppedAfter(stop));
+            }
+            if !early_started && self.prefetch_workers_before(step) {
+                early_started = true;
+                self.start_worker_prefetch(step, &mut early_task);
+            }
+            if step == Step::ApplyingWorkerConfig
+                && let Some(joined) = early_task.join_next().await
+            {
+                // Its errors were logged and reported; step 11 finds out for itself.
+                early_applied = joined.unwrap_or_default();
             }
             if !steps::is_implemented(step) {
                 return Err(InstallError::NotImplemented {
@@ -173,6 +266,7 @@ impl<P: Provider> Orchestrator<P> {
                     timings: &self.options.timings,
                     gitops_token: self.options.gitops_token.as_ref(),
                     options: &self.options,
+                    early_applied: &early_applied,
                 };
                 steps::run(step, &mut ctx).await
             };
@@ -205,6 +299,57 @@ impl<P: Provider> Orchestrator<P> {
                     })?;
                     return Err(err);
                 }
+            }
+        }
+    }
+
+    /// True when the early worker configs should start before `step` (the next step to run):
+    /// ApplyingCPConfig is done (the secrets and configs exist since GeneratingConfigs),
+    /// ApplyingWorkerConfig is still ahead, and this run will get to it (`--stop-after` does
+    /// not stop it earlier). Never in the sequential baseline. On `--resume` this holds at the
+    /// start of a run that continues between steps 8 and 10.
+    fn prefetch_workers_before(&self, step: Step) -> bool {
+        !self.options.timings.sequential
+            && step > Step::ApplyingCPConfig
+            && step < Step::ApplyingWorkerConfig
+            && self
+                .options
+                .stop_after
+                .is_none_or(|stop| stop >= Step::ApplyingWorkerConfig)
+    }
+
+    /// Starts applying the workers' configs in the background (owned by `tasks`), so that they
+    /// install Talos while the control plane installs and bootstraps. Writes nothing to the
+    /// checkpoint; a problem is logged and left to ApplyingWorkerConfig.
+    fn start_worker_prefetch(&mut self, step: Step, tasks: &mut JoinSet<Vec<String>>) {
+        let plan = {
+            let mut ctx = StepContext {
+                step: Step::ApplyingWorkerConfig,
+                provider: &self.provider,
+                store: &mut self.store,
+                reporter: self.reporter.as_ref(),
+                approver: self.approver.as_ref(),
+                timings: &self.options.timings,
+                gitops_token: self.options.gitops_token.as_ref(),
+                options: &self.options,
+                early_applied: &[],
+            };
+            steps::WorkerPrefetch::plan(&mut ctx)
+        };
+        match plan {
+            Ok(Some(prefetch)) => {
+                self.reporter.report(Event::Progress {
+                    step,
+                    message: format!(
+                        "applying the workers' configs early, in the background: {}",
+                        prefetch.hostnames().join(", ")
+                    ),
+                });
+                tasks.spawn(prefetch.run(Arc::clone(&self.reporter)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "not applying worker configs early; ApplyingWorkerConfig will");
             }
         }
     }

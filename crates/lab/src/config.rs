@@ -16,7 +16,7 @@ pub struct LabConfig {
     /// Real seconds per modelled second. `0.01` turns a 5-minute deploy into 3 seconds.
     pub time_scale: f64,
     /// Third octet of server addresses `127.0.<ip_block>.<n>`. `None` picks a random block in
-    /// `10..=200` when the world is created; the choice is persisted in the world.
+    /// `10..=100` when the world is created (101..=255 are left to test suites); the choice is persisted in the world.
     pub ip_block: Option<u8>,
     /// GET requests allowed per API key in any 60-second window.
     pub reads_per_minute: u32,
@@ -125,6 +125,14 @@ pub struct Timeline {
     /// A Mayastor DiskPool from creation until `Online`.
     #[serde(default = "default_diskpool_create")]
     pub diskpool_create: f64,
+    /// A PersistentVolumeClaim from the moment its class can provision it until `Bound` (the
+    /// CSI `CreateVolume` and the binding).
+    #[serde(default = "default_pvc_bind")]
+    pub pvc_bind: f64,
+}
+
+fn default_pvc_bind() -> f64 {
+    3.0
 }
 
 fn default_status_lag() -> f64 {
@@ -152,7 +160,8 @@ impl Default for Timeline {
         Timeline {
             starting_deploy: 20.0,
             deploying: 280.0,
-            disk_erasing: 120.0,
+            // A real reinstall spent about 10 minutes erasing (reference/latitude-api.md).
+            disk_erasing: 600.0,
             talos_boot: 90.0,
             talos_install: 120.0,
             bootstrap_ready: 10.0,
@@ -162,6 +171,7 @@ impl Default for Timeline {
             argocd_sync: default_argocd_sync(),
             status_lag: default_status_lag(),
             diskpool_create: default_diskpool_create(),
+            pvc_bind: default_pvc_bind(),
         }
     }
 }
@@ -212,6 +222,7 @@ impl LabConfig {
             ("timeline.argocd_sync", t.argocd_sync),
             ("timeline.status_lag", t.status_lag),
             ("timeline.diskpool_create", t.diskpool_create),
+            ("timeline.pvc_bind", t.pvc_bind),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!(
@@ -229,11 +240,6 @@ impl LabConfig {
             return Err("api_keys must not contain an empty key".into());
         }
         Ok(())
-    }
-
-    /// A modelled duration converted to real milliseconds.
-    pub(crate) fn scaled_ms(&self, modelled_seconds: f64) -> i64 {
-        (modelled_seconds * self.time_scale * 1000.0).round() as i64
     }
 }
 
@@ -275,14 +281,5 @@ mod tests {
         assert_eq!(c.ip_block, Some(42));
         assert_eq!(c.timeline.deploying, 5.0);
         assert_eq!(c.timeline.talos_boot, 90.0);
-    }
-
-    #[test]
-    fn scaling() {
-        let c = LabConfig {
-            time_scale: 0.5,
-            ..LabConfig::default()
-        };
-        assert_eq!(c.scaled_ms(2.0), 1000);
     }
 }

@@ -39,6 +39,8 @@ pub(crate) enum Phase {
     ArgocdSync,
     /// A DiskPool from creation until `Online`.
     DiskPoolCreate,
+    /// A PersistentVolumeClaim from the moment its class can provision until `Bound`.
+    PvcBind,
 }
 
 impl Phase {
@@ -57,6 +59,7 @@ impl Phase {
             Phase::JobRun => "job_run",
             Phase::ArgocdSync => "argocd_sync",
             Phase::DiskPoolCreate => "diskpool_create",
+            Phase::PvcBind => "pvc_bind",
         }
     }
 
@@ -75,6 +78,7 @@ impl Phase {
             Phase::JobRun => t.job_run,
             Phase::ArgocdSync => t.argocd_sync,
             Phase::DiskPoolCreate => t.diskpool_create,
+            Phase::PvcBind => t.pvc_bind,
         }
     }
 }
@@ -120,7 +124,33 @@ impl Durations {
     pub fn time_scale(&self) -> f64 {
         self.time_scale
     }
+
+    /// The seed of the jitter.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A span of modelled seconds in real time (for the lab's own clocks: the rate-limit
+    /// window, tick rates).
+    pub fn scaled(&self, modelled_s: f64) -> Duration {
+        Duration::from_secs_f64((modelled_s * self.time_scale).max(0.0))
+    }
+
+    /// How often the lab's background loops (the Talos reconciler, the Kubernetes controllers)
+    /// look at the world: every [`TICK_MODELLED_S`] modelled seconds, but at least every
+    /// [`TICK_MAX`] and at most every [`TICK_MIN`] in real time. So an event resolves within
+    /// about half a modelled second, or 2 ms at very small time scales.
+    pub fn tick(&self) -> Duration {
+        self.scaled(TICK_MODELLED_S).clamp(TICK_MIN, TICK_MAX)
+    }
 }
+
+/// The modelled period of the lab's background loops (see [`Durations::tick`]).
+pub(crate) const TICK_MODELLED_S: f64 = 0.5;
+/// The shortest real tick.
+pub(crate) const TICK_MIN: Duration = Duration::from_millis(2);
+/// The longest real tick.
+pub(crate) const TICK_MAX: Duration = Duration::from_millis(25);
 
 /// A deterministic number in [-1, 1] from (seed, phase, subject): FNV-1a over the bytes, then
 /// a SplitMix64 finaliser. Not `std`'s hasher, whose keys are random per process.
@@ -184,6 +214,44 @@ mod tests {
         assert_ne!(
             d.modelled_s(Phase::Deploying, "n-0"),
             other.modelled_s(Phase::Deploying, "n-0")
+        );
+    }
+
+    #[test]
+    fn ticks_follow_the_scale_within_bounds() {
+        let at = |time_scale| {
+            Durations::new(&LabConfig {
+                time_scale,
+                ..LabConfig::default()
+            })
+            .tick()
+        };
+        assert_eq!(at(0.01), Duration::from_millis(5));
+        assert_eq!(at(0.0001), TICK_MIN);
+        assert_eq!(at(1.0), TICK_MAX);
+    }
+
+    #[test]
+    fn every_phase_is_jittered_per_subject() {
+        let d = durations(11, 0.2);
+        for phase in [
+            Phase::StartingDeploy,
+            Phase::Deploying,
+            Phase::TalosBoot,
+            Phase::StatusLag,
+            Phase::WorkloadRollout,
+            Phase::PvcBind,
+        ] {
+            assert_ne!(
+                d.modelled_s(phase, "a-cp-1"),
+                d.modelled_s(phase, "a-worker-1"),
+                "{}",
+                phase.name()
+            );
+        }
+        assert_eq!(
+            d.real_ms(Phase::Deploying, "a-cp-1"),
+            (d.modelled_s(Phase::Deploying, "a-cp-1") * 10.0).round() as i64
         );
     }
 

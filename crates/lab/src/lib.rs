@@ -15,12 +15,14 @@
 //! Module map: `config` ([`LabConfig`]), `error` ([`LabError`]), `world` (persisted state),
 //! `catalogue` (sites, plans, operating systems), `stock` (live stock), `lifecycle` (status from
 //! the clock), `ratelimit`, `ipxe` (would this boot Talos?), `api` (HTTP routes), `talos` (node
-//! listeners and their reconciler), `state` (what all of them share).
+//! listeners and their reconciler), `state` (what all of them share), `durations` (how long
+//! each modelled process lasts: timeline, seeded jitter, time scale), `observe` (request
+//! arrivals and conditions for `/_lab/stats` and `/_lab/conditions`).
 
 mod api;
 mod catalogue;
 mod config;
-#[allow(dead_code)] // wired in by the timeline work in progress
+mod critical_path;
 mod durations;
 mod error;
 /// Fault injection: the `--faults` grammar ([`faults::FaultSpec`]) and what it does.
@@ -31,6 +33,7 @@ mod ipxe;
 /// integration tests can start one on its own: [`kube::start`], [`kube::admin_kubeconfig`].
 pub mod kube;
 mod lifecycle;
+mod observe;
 mod ratelimit;
 mod state;
 mod stock;

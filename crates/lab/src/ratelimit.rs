@@ -1,12 +1,14 @@
-//! Latitude's per-key rate limits: a sliding 60-second window, reads (GET) and writes
-//! (POST/PUT/PATCH/DELETE) counted separately. Requests refused with 429 do not use a slot.
-//! Kept in memory only; a restarted lab starts with empty windows.
+//! Latitude's per-key rate limits: a sliding window of 60 *modelled* seconds (60 × `time_scale`
+//! real seconds), reads (GET) and writes (POST/PUT/PATCH/DELETE) counted separately. Requests
+//! refused with 429 do not use a slot; the `retry_after` of a refusal is in whole modelled
+//! seconds (at least 1), as an installer running at the same time scale expects. Kept in memory
+//! only; a restarted lab starts with empty windows.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// The window the limits apply to.
-pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+/// The window the limits apply to, in modelled seconds.
+pub(crate) const WINDOW_MODELLED_S: u64 = 60;
 
 /// Which budget a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,14 +18,28 @@ pub(crate) enum Budget {
 }
 
 /// Sliding-window counters per API key and budget.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RateLimiter {
     windows: HashMap<(String, Budget), VecDeque<Instant>>,
+    /// Real seconds per modelled second.
+    time_scale: f64,
+    /// The window in real time.
+    window: Duration,
 }
 
 impl RateLimiter {
+    /// A limiter for a world running `time_scale` real seconds per modelled second.
+    pub fn new(time_scale: f64) -> RateLimiter {
+        RateLimiter {
+            windows: HashMap::new(),
+            time_scale,
+            window: Duration::from_secs_f64(WINDOW_MODELLED_S as f64 * time_scale),
+        }
+    }
+
     /// Takes a slot for `key` in `budget` if fewer than `limit` requests were accepted in the
-    /// last minute; otherwise returns the whole seconds (at least 1) until a slot frees.
+    /// last (modelled) minute; otherwise returns the whole modelled seconds (1 to 60) until a
+    /// slot frees.
     pub fn acquire(
         &mut self,
         key: &str,
@@ -31,10 +47,11 @@ impl RateLimiter {
         limit: u32,
         now: Instant,
     ) -> Result<(), u64> {
+        let window_len = self.window;
         let window = self.windows.entry((key.to_owned(), budget)).or_default();
         while window
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            .is_some_and(|t| now.duration_since(*t) >= window_len)
         {
             window.pop_front();
         }
@@ -43,11 +60,13 @@ impl RateLimiter {
             return Ok(());
         }
         let wait = match window.front() {
-            Some(oldest) => WINDOW.saturating_sub(now.duration_since(*oldest)),
-            None => WINDOW,
+            Some(oldest) => window_len.saturating_sub(now.duration_since(*oldest)),
+            None => window_len,
         };
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Err(secs.max(1))
+        // Float noise must not turn an exact 60 into 61.
+        let modelled = wait.as_secs_f64() / self.time_scale - 1e-6;
+        let secs = modelled.ceil().clamp(1.0, WINDOW_MODELLED_S as f64);
+        Err(secs as u64)
     }
 }
 
@@ -55,9 +74,11 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    const WINDOW: Duration = Duration::from_secs(WINDOW_MODELLED_S);
+
     #[test]
     fn window_slides() {
-        let mut rl = RateLimiter::default();
+        let mut rl = RateLimiter::new(1.0);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(rl.acquire("k", Budget::Write, 3, t0).is_ok());
@@ -73,7 +94,30 @@ mod tests {
 
     #[test]
     fn zero_limit_always_refuses() {
-        let mut rl = RateLimiter::default();
+        let mut rl = RateLimiter::new(1.0);
         assert_eq!(rl.acquire("k", Budget::Read, 0, Instant::now()), Err(60));
+    }
+
+    #[test]
+    fn scaled_window_and_modelled_retry_after() {
+        // 1 modelled second = 10 real milliseconds: the window is 600 ms.
+        let mut rl = RateLimiter::new(0.01);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert!(rl.acquire("k", Budget::Write, 2, t0).is_ok());
+        }
+        // The whole modelled minute to wait, not 1 real second.
+        assert_eq!(rl.acquire("k", Budget::Write, 2, t0), Err(60));
+        // 450 real ms later: 15 modelled seconds left.
+        let later = t0 + Duration::from_millis(450);
+        assert_eq!(rl.acquire("k", Budget::Write, 2, later), Err(15));
+        // 595 ms: half a modelled second left, rounded up to 1.
+        let almost = t0 + Duration::from_millis(595);
+        assert_eq!(rl.acquire("k", Budget::Write, 2, almost), Err(1));
+        // The window is 600 real ms, not 60 s.
+        assert!(
+            rl.acquire("k", Budget::Write, 2, t0 + Duration::from_millis(600))
+                .is_ok()
+        );
     }
 }

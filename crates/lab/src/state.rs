@@ -7,13 +7,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::LabError;
 use crate::config::LabConfig;
+use crate::durations::Durations;
 use crate::faults::Faults;
+use crate::observe::Observer;
 use crate::ratelimit::RateLimiter;
 use crate::world::World;
 
 /// What every request handler and the node reconciler share.
 pub(crate) struct Lab {
     pub config: LabConfig,
+    /// How long everything lasts in this world (from `config`).
+    pub durations: Durations,
+    /// Request arrivals and conditions, for `/_lab/stats` and `/_lab/conditions`.
+    pub observer: Arc<Observer>,
     pub state_dir: PathBuf,
     world: Mutex<World>,
     pub limiter: Mutex<RateLimiter>,
@@ -26,12 +32,15 @@ pub(crate) struct Lab {
 impl Lab {
     pub fn new(config: LabConfig, state_dir: PathBuf, world: World) -> Lab {
         let faults = Arc::new(Faults::new(config.faults.clone()));
+        let durations = Durations::new(&config);
         Lab {
+            limiter: Mutex::new(RateLimiter::new(config.time_scale)),
+            durations,
+            observer: Arc::new(Observer::default()),
             config,
             faults,
             state_dir,
             world: Mutex::new(world),
-            limiter: Mutex::new(RateLimiter::default()),
             request_seq: AtomicU64::new(0),
         }
     }

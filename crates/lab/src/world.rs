@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::LabError;
 use crate::catalogue::{self, Catalogue};
+use crate::durations::Durations;
 use crate::lifecycle::Lifecycle;
 
 /// File name of the world inside the state directory.
@@ -96,12 +97,30 @@ pub(crate) struct Server {
 impl Server {
     /// The Latitude status at `now_ms`: the lifecycle's, or `failed_deployment` once a doomed
     /// deployment leaves `starting_deploy`.
-    pub fn status(&self, now_ms: i64, config: &crate::config::LabConfig) -> &'static str {
-        match self.lifecycle.status(now_ms, config) {
+    pub fn status(&self, now_ms: i64, d: &Durations) -> &'static str {
+        match self
+            .lifecycle
+            .status(now_ms, d, &self.hostname, self.is_ipxe())
+        {
             "starting_deploy" => "starting_deploy",
             _ if self.failed => "failed_deployment",
             status => status,
         }
+    }
+
+    /// Booted with the `ipxe` operating system (a Talos candidate; the status lags its boot).
+    pub fn is_ipxe(&self) -> bool {
+        self.operating_system == crate::catalogue::IPXE_OS
+    }
+
+    /// When the status turns (or turned) `on`.
+    pub fn on_at_ms(&self, d: &Durations) -> i64 {
+        self.lifecycle.on_at_ms(d, &self.hostname, self.is_ipxe())
+    }
+
+    /// When an iPXE-booted Talos answers (or would answer) in maintenance mode.
+    pub fn talos_up_at_ms(&self, d: &Durations) -> i64 {
+        self.lifecycle.talos_up_at_ms(d, &self.hostname)
     }
 }
 
@@ -155,7 +174,8 @@ impl World {
     }
 
     /// Loads `world.json` from `dir`, or creates (and saves) a new world when there is none.
-    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=200`.
+    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=100`
+    /// (101..=255 are left to test suites that choose their blocks).
     pub fn load_or_create(
         dir: &Path,
         ip_block: Option<u8>,
@@ -188,7 +208,7 @@ impl World {
                 Ok(world)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=200));
+                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=100));
                 let world = World::new(block, now_ms);
                 world.save(dir)?;
                 Ok(world)
@@ -298,7 +318,7 @@ mod tests {
     fn save_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = World::load_or_create(dir.path(), None, 5).unwrap();
-        assert!((10..=200).contains(&w.ip_block));
+        assert!((10..=100).contains(&w.ip_block));
         w.allocate_ip();
         w.counters.reads = 7;
         w.save(dir.path()).unwrap();

@@ -201,6 +201,14 @@ fn resumed_spec(args: &InstallArgs, stored: &ClusterSpec) -> Result<ClusterSpec,
     ))
 }
 
+/// The provider flags of a run of `spec`: the lab when the install is a lab install, whatever
+/// was typed on a resume.
+fn provider_args(args: &InstallArgs, spec: &ClusterSpec) -> crate::cli::ProviderArgs {
+    let mut provider = args.provider.clone();
+    provider.lab = spec.lab;
+    provider
+}
+
 fn resume_command(state_dir: &Path) -> String {
     format!(
         "cto install --resume --state-dir {}",
@@ -246,9 +254,20 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         let store = CheckpointStore::resume(&dir)
             .map_err(|e| install_failure(InstallError::from(e), &dir))?;
         resumed_spec(&args, &store.checkpoint().spec)?;
+        context::time_scale(&provider_args(&args, &store.checkpoint().spec))?;
+        context::apply_baseline(
+            &mut Default::default(),
+            &context::api_url(&provider_args(&args, &store.checkpoint().spec)),
+        )?;
         (dir, store, true)
     } else {
         let spec = fresh_spec(&args)?;
+        // A time scale the API URL does not allow is a usage error before anything exists.
+        context::time_scale(&provider_args(&args, &spec))?;
+        context::apply_baseline(
+            &mut Default::default(),
+            &context::api_url(&provider_args(&args, &spec)),
+        )?;
         let dir: PathBuf = match &args.state_dir {
             Some(d) => d.clone(),
             None => context::default_state_dir(&spec.cluster_name)?,
@@ -287,8 +306,10 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         return Ok(());
     }
 
-    let mut provider_args = args.provider.clone();
-    provider_args.lab = spec.lab;
+    let provider_args = provider_args(&args, &spec);
+    // Every clock of the installer runs in the provider's time: scaled for a lab.
+    let mut timings = context::timings(context::time_scale(&provider_args)?);
+    context::apply_baseline(&mut timings, &context::api_url(&provider_args))?;
     let connection = context::connect(&provider_args, &state_dir, Some(&spec.project)).await?;
     let (reporter, multi) = output::reporter(args.output);
     let approver: Arc<dyn Approver> = if args.yes || spec.lab {
@@ -303,7 +324,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         approver,
         RunOptions {
             stop_after,
-            timings: context::timings(),
+            timings,
             gitops_token: gitops_token(&args),
             home: std::env::var_os("HOME")
                 .filter(|h| !h.is_empty())

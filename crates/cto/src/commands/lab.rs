@@ -13,6 +13,8 @@ pub async fn serve(
     state: PathBuf,
     config: Option<PathBuf>,
     faults: Option<String>,
+    time_scale: Option<f64>,
+    seed: Option<u64>,
 ) -> Result<(), Failure> {
     let mut config = match &config {
         Some(path) => {
@@ -28,6 +30,14 @@ pub async fn serve(
             .parse::<lab::FaultSpec>()
             .map_err(|e| Failure::new(exit::USAGE, format!("invalid --faults {spec:?}: {e}")))?;
     }
+    // The flags override the file (clap already refused a non-positive --time-scale).
+    if let Some(time_scale) = time_scale {
+        config.time_scale = time_scale;
+    }
+    if let Some(seed) = seed {
+        config.seed = seed;
+    }
+    let (time_scale, seed) = (config.time_scale, config.seed);
     let handle = lab::start(config, &state, listen)
         .await
         .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start the lab: {e}")))?;
@@ -38,7 +48,7 @@ pub async fn serve(
         let _ = out.flush();
     }
     eprintln!(
-        "cto lab: Latitude-compatible API at {} (world in {}); any non-empty LATITUDE_API_KEY works. Ctrl-C stops it.",
+        "cto lab: Latitude-compatible API at {} (world in {}, time scale {time_scale}, seed {seed}); any non-empty LATITUDE_API_KEY works. Ctrl-C stops it.",
         handle.url(),
         state.display()
     );

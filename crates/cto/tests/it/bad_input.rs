@@ -753,3 +753,63 @@ fn corrupt_and_future_checkpoints_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("format version 7"));
 }
+
+#[test]
+fn a_time_scale_off_loopback_is_a_usage_error_before_anything_is_written() {
+    let user = User::new();
+    let state = user.state_dir("ts");
+    let mut cmd = user.cto(None);
+    cmd.env("CTO_TIME_SCALE", "0.01")
+        .env("LATITUDE_API_KEY", "sk_not_used")
+        .env("LATITUDE_PROJECT_ID", "proj_x");
+    let out = run(
+        cmd,
+        &[
+            "install",
+            "--cluster-name",
+            "ts",
+            "--api-url",
+            "https://api.example.invalid",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("CTO_TIME_SCALE") || stdout.contains("CTO_TIME_SCALE"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!stdout.contains("server_ordered"), "{}", describe(&out));
+    assert!(
+        !state.join("checkpoint.json").exists(),
+        "nothing may be written"
+    );
+
+    // An invalid value is a usage error too, even against a loopback URL.
+    let mut cmd = user.cto(None);
+    cmd.env("CTO_TIME_SCALE", "fast")
+        .env("LATITUDE_API_KEY", "sk_not_used")
+        .env("LATITUDE_PROJECT_ID", "proj_x");
+    let out = run(
+        cmd,
+        &[
+            "install",
+            "--cluster-name",
+            "ts",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CTO_TIME_SCALE"));
+    assert!(!state.join("checkpoint.json").exists());
+}

@@ -14,16 +14,19 @@ use serde_json::{Value, json};
 pub const KEY: &str = "lab-key-7f3a9c2e51";
 
 /// Third octets of lab server addresses: unique per lab in this test binary, so labs running
-/// in parallel never bind the same 127.0.x.y:50000. Above 200, because a lab without an
-/// explicit block (the in-process `--lab`) picks one in 10..=200; the lab crate's own tests use
-/// 201..=230.
-static NEXT_BLOCK: AtomicU8 = AtomicU8::new(231);
+/// in parallel never bind the same 127.0.x.y:50000. Above 100, because a lab without an
+/// explicit block (the in-process `--lab`) picks one in 10..=100; the lab crate's own tests use
+/// 201..=230 and this binary's reliability tests 2..=9. This binary's other labs take
+/// 101..=200, then 231..=255.
+static NEXT_BLOCK: AtomicU8 = AtomicU8::new(101);
 
 /// A fresh address block.
 pub fn ip_block() -> u8 {
-    let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+    let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+    // 101..=200, then 231..=255 (201..=230 belong to the lab crate's tests).
+    let block = if n <= 200 { n } else { n + 30 };
     assert!(
-        block >= 231,
+        (101..=225).contains(&n),
         "more labs than address blocks in one test run"
     );
     block

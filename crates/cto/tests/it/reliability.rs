@@ -142,8 +142,8 @@ impl Drop for Watch {
     }
 }
 
-/// Address blocks of this module's labs: 2..=9, below the in-process lab's random 10..=200 and
-/// apart from the harness's (and the lab crate's) blocks above 200, which are nearly all taken.
+/// Address blocks of this module's labs: 2..=9, below the in-process lab's random 10..=100 and
+/// apart from the harness's (101 and up) and the lab crate's (201..=230).
 static NEXT_BLOCK: AtomicU8 = AtomicU8::new(2);
 
 /// A world directory and a fresh address block for a test's lab (kept across its restarts).

@@ -17,7 +17,8 @@ use crate::cluster_api::{Verdict, WaitError};
 use crate::error::StepError;
 use crate::spec::ClusterSpec;
 use crate::steps::platform::{
-    ARGOCD_NAMESPACE, all_of, cluster, kube_error, wait_deployments, wait_failure,
+    ARGOCD_NAMESPACE, LOCAL_PATH_NAMESPACE, all_of, cluster, kube_error, wait_deployments,
+    wait_failure,
 };
 use crate::steps::{StepContext, StepResult};
 
@@ -244,9 +245,15 @@ pub(crate) async fn applying_app_of_apps<P: Provider>(ctx: &mut StepContext<'_, 
     Ok(())
 }
 
-/// Step 19: every Application Synced and Healthy within `--sync-timeout`.
+/// Step 19: local-path-provisioner available (the platform's claims bind through it while
+/// Mayastor is not ready; step 15 only installs it, so that it rolls out while Argo CD
+/// installs), then every Application Synced and Healthy within `--sync-timeout`.
 pub(crate) async fn waiting_gitops_sync<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
     let api = cluster(ctx).await?;
+    wait_deployments(&api, LOCAL_PATH_NAMESPACE, &[], ctx.timings.rollout_timeout).await?;
+    ctx.progress(format!(
+        "{LOCAL_PATH_NAMESPACE}: local-path-provisioner available"
+    ));
     let minutes = ctx.checkpoint().spec.sync_timeout_minutes;
     let timeout = Duration::from_secs(u64::from(minutes) * 60);
     let apps: Api<DynamicObject> =

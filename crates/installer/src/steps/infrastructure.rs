@@ -6,11 +6,12 @@
 //! one of the cluster's hostnames is adopted. A run killed between the order call and the
 //! checkpoint write therefore finds its server on the next run instead of buying another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use metal::provider::{Machine, MachineOrder, MachineState, Provider, ProviderErrorKind};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -18,6 +19,8 @@ use tokio::task::JoinSet;
 use crate::checkpoint::{BootState, OrderState, ReplacedServer, now_rfc3339};
 use crate::error::StepError;
 use crate::events::{Approval, Event, OrderSummary};
+use crate::orchestrator::Timings;
+use crate::poll::{self, PendingServer, StatusClock};
 use crate::steps::{StepContext, StepFailure, StepResult};
 
 /// The Talos API port.
@@ -26,11 +29,14 @@ pub(crate) const TALOS_API_PORT: u16 = 50000;
 /// How often an ambiguous order (the answer was lost) is looked up and retried.
 const ORDER_ATTEMPTS: usize = 5;
 
+/// Timeout of one TCP probe of a Talos API port (real time: loopback latency is not scaled).
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How many times one node's failed deployment is replaced in one run before the step gives up.
 pub(crate) const MAX_REPLACEMENTS: usize = 2;
 
 /// How long a deleted failed server may take to disappear from the provider's listing before
-/// the replacement is ordered.
+/// the replacement is ordered (modelled time: scaled by the time scale).
 const DELETE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 fn index_by_hostname(machines: &[Machine]) -> HashMap<&str, Vec<&Machine>> {
@@ -130,6 +136,10 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         }
     })?;
 
+    if ctx.timings.sequential {
+        return ordering_sequentially(ctx, to_order).await;
+    }
+
     let limit = Arc::new(Semaphore::new(ctx.timings.max_parallel_orders.max(1)));
     let mut tasks = JoinSet::new();
     for order in to_order {
@@ -180,6 +190,80 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
     match first_error {
         Some(e) => Err(StepFailure::Failed(e)),
         None => Ok(()),
+    }
+}
+
+/// The sequential baseline of step 2 (benchmark only): order one server, wait until it is
+/// deployed, then order the next. The intents were recorded for all of them before the first
+/// order, as in the concurrent path, and each answer is recorded as it arrives.
+async fn ordering_sequentially<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    to_order: Vec<MachineOrder>,
+) -> StepResult {
+    for order in to_order {
+        let (machine, adopted) = order_one(ctx.provider.as_ref(), &order).await?;
+        record_machine(ctx, &order.hostname, &machine, adopted)?;
+        if adopted {
+            ctx.reporter.report(Event::ServerAdopted {
+                hostname: order.hostname.clone(),
+                id: machine.id.clone(),
+                status: machine.raw_status.clone(),
+            });
+        } else {
+            ctx.reporter.report(Event::ServerOrdered {
+                hostname: order.hostname.clone(),
+                id: machine.id.clone(),
+                site: order.site.clone(),
+                plan: order.plan.clone(),
+            });
+        }
+        wait_deployed(ctx, &order.hostname, &machine.id).await?;
+    }
+    Ok(())
+}
+
+/// Lists servers every `fixed_poll` (`poll_min` without one) until `id` is deployed by the
+/// measure of step 3, or failed or gone — both are step 3's to handle, so the wait ends there
+/// too. Gives up after `servers_ready_timeout`.
+async fn wait_deployed<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    hostname: &str,
+    id: &str,
+) -> StepResult {
+    let started = Instant::now();
+    let interval = ctx.timings.fixed_poll.unwrap_or(ctx.timings.poll_min);
+    loop {
+        let machines = ctx.provider.list_machines().await.map_err(|e| {
+            StepError::provider(format!("listing servers until {hostname} is deployed"), e)
+        })?;
+        let Some(machine) = machines.iter().find(|m| m.id == id) else {
+            return Ok(());
+        };
+        let ready = match (machine.state, machine.primary_ipv4) {
+            _ if machine.state.is_failed() => true,
+            (MachineState::Ready, Some(_)) => true,
+            (MachineState::Provisioning, Some(ip)) if machine.raw_status != "starting_deploy" => {
+                talos_port_open(ip, Duration::from_millis(500)).await
+            }
+            _ => false,
+        };
+        if ready {
+            ctx.node_status(
+                hostname,
+                format!("deployed ({})", machine.raw_status),
+                machine.primary_ipv4.map(|ip| ip.to_string()),
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= ctx.timings.servers_ready_timeout {
+            return Err(StepError::Timeout {
+                what: format!("{hostname} to deploy before the next server is ordered"),
+                waited_s: started.elapsed().as_secs(),
+                pending: format!("{hostname} ({})", machine.raw_status),
+            }
+            .into());
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -351,10 +435,14 @@ async fn talos_port_open(ip: Ipv4Addr, timeout: Duration) -> bool {
 }
 
 /// Step 3: wait until every server is deployed and has its primary IPv4. One list call per poll
-/// covers all servers.
+/// covers all servers; its cadence adapts to what can change ([`poll::next_list_interval`]).
+/// Latitude can still say `deploying` after an iPXE-booted Talos is up, so between listings the
+/// Talos port of every server that says `deploying` (with an address) is probed, concurrently:
+/// after each listing, and every `poll_min` once its deployment is due to end. A server whose
+/// Talos answers is ready.
 pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
     let started = Instant::now();
-    let mut interval = ctx.timings.poll_min;
+    let timings = ctx.timings;
     let mut reported: HashMap<String, String> = HashMap::new();
     // A replacement cut off by an earlier run is finished before anything else.
     let unfinished: Vec<String> = ctx
@@ -368,15 +456,24 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
         finish_replacement(ctx, &hostname).await?;
     }
     let mut replacements: HashMap<String, usize> = HashMap::new();
+    let mut clock = StatusClock::default();
+    // Servers (by id) whose Talos answered while the provider still said `deploying`.
+    let mut talos_up: HashSet<String> = HashSet::new();
     loop {
         let machines = ctx.provider.list_machines().await.map_err(|e| {
             StepError::provider("listing servers while waiting for them to deploy", e)
         })?;
+        let listed_at = Instant::now();
         let by_id: HashMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
 
         let records = ctx.checkpoint().servers.clone();
-        let mut pending = Vec::new();
+        // Not ready yet: hostname and what is shown for it.
+        let mut pending: Vec<(String, String)> = Vec::new();
+        let mut plan: Vec<(String, Duration, bool)> = Vec::new();
+        // Servers saying `deploying` with an address: hostname, id, address, time in status.
+        let mut to_probe: Vec<(String, String, Ipv4Addr, Duration)> = Vec::new();
         let mut changed = false;
+        let mut replaced = false;
         for record in &records {
             let id = record.id.clone().ok_or_else(|| StepError::Inconsistent {
                 what: format!("the server id of {}", record.hostname),
@@ -424,24 +521,30 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                     }
                 })?;
                 finish_replacement(ctx, &record.hostname).await?;
+                clock.forget(&id);
+                talos_up.remove(&id);
                 reported.remove(&record.hostname);
-                pending.push(format!("{} (replaced)", record.hostname));
+                pending.push((record.hostname.clone(), "replaced".into()));
                 changed = false;
+                replaced = true;
                 break;
             }
+            let in_status = clock.observe_ordered(
+                &id,
+                &machine.raw_status,
+                listed_at,
+                ordered_ago(&record.order),
+                timings,
+            );
             let ready = match (machine.state, machine.primary_ipv4) {
                 (MachineState::Ready, Some(_)) => true,
-                (MachineState::Provisioning, Some(ip))
-                    if machine.raw_status != "starting_deploy" =>
-                {
-                    talos_port_open(ip, Duration::from_millis(500)).await
-                }
+                (_, Some(_)) => talos_up.contains(&id),
                 _ => false,
             };
-            let shown = if ready {
-                format!("ready ({})", machine.raw_status)
-            } else {
-                machine.raw_status.clone()
+            let shown = match (ready, machine.state) {
+                (true, MachineState::Ready) => format!("ready ({})", machine.raw_status),
+                (true, _) => format!("ready ({}; Talos answers)", machine.raw_status),
+                (false, _) => machine.raw_status.clone(),
             };
             if reported.get(&record.hostname) != Some(&shown) {
                 ctx.node_status(
@@ -457,7 +560,17 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                 changed = true;
             }
             if !ready {
-                pending.push(format!("{} ({})", record.hostname, machine.raw_status));
+                pending.push((record.hostname.clone(), machine.raw_status.clone()));
+                plan.push((
+                    machine.raw_status.clone(),
+                    in_status,
+                    machine.primary_ipv4.is_some(),
+                ));
+                if machine.raw_status == "deploying"
+                    && let Some(ip) = machine.primary_ipv4
+                {
+                    to_probe.push((record.hostname.clone(), id.clone(), ip, in_status));
+                }
             }
         }
         if changed {
@@ -477,7 +590,78 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
         if pending.is_empty() {
             return Ok(());
         }
-        if started.elapsed() >= ctx.timings.servers_ready_timeout {
+        let interval = if replaced {
+            poll::soon(timings, machines.len())
+        } else {
+            let plan: Vec<PendingServer<'_>> = plan
+                .iter()
+                .map(|(status, in_status, has_ip)| PendingServer {
+                    status,
+                    in_status: *in_status,
+                    has_ip: *has_ip,
+                })
+                .collect();
+            poll::next_list_interval(timings, &plan, machines.len())
+        };
+        let next_list = listed_at + interval;
+
+        // Until the next listing: probe Talos on the `deploying` servers (no provider reads):
+        // all of them right after the listing, then every `poll_min` those whose deployment is
+        // due to end ([`poll::talos_probe_wait`]).
+        let mut first_round = true;
+        while !to_probe.is_empty() {
+            let probe_started = Instant::now();
+            let since_listing = probe_started.saturating_duration_since(listed_at);
+            let targets: Vec<(String, String, Ipv4Addr)> = to_probe
+                .iter()
+                .filter(|(_, _, _, in_status)| {
+                    first_round
+                        || poll::talos_probe_wait(timings, *in_status + since_listing).is_zero()
+                })
+                .map(|(hostname, id, ip, _)| (hostname.clone(), id.clone(), *ip))
+                .collect();
+            first_round = false;
+            for (hostname, id) in talos_answering(&targets, timings).await {
+                to_probe.retain(|(_, i, _, _)| *i != id);
+                pending.retain(|(h, _)| *h != hostname);
+                let ip = by_id.get(id.as_str()).and_then(|m| m.primary_ipv4);
+                ctx.node_status(
+                    &hostname,
+                    "ready (deploying; Talos answers)",
+                    ip.map(|ip| ip.to_string()),
+                );
+                reported.insert(hostname, "ready (deploying; Talos answers)".into());
+                talos_up.insert(id);
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            // The next round: `poll_min` after this one for a server that is due, else when the
+            // first one becomes due.
+            let Some(next_probe) = to_probe
+                .iter()
+                .map(|(_, _, _, in_status)| {
+                    match poll::talos_probe_wait(timings, *in_status + since_listing) {
+                        left if left.is_zero() => {
+                            probe_started + poll::talos_probe_interval(timings)
+                        }
+                        left => probe_started + left,
+                    }
+                })
+                .min()
+            else {
+                break;
+            };
+            if next_probe >= next_list {
+                break;
+            }
+            tokio::time::sleep_until(next_probe.into()).await;
+        }
+        if started.elapsed() >= timings.servers_ready_timeout {
+            let pending: Vec<String> = pending
+                .iter()
+                .map(|(hostname, status)| format!("{hostname} ({status})"))
+                .collect();
             return Err(StepError::Timeout {
                 what: "servers to deploy".into(),
                 waited_s: started.elapsed().as_secs(),
@@ -485,9 +669,36 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
             }
             .into());
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval.mul_f64(1.5)).min(ctx.timings.poll_max);
+        tokio::time::sleep_until(next_list.into()).await;
     }
+}
+
+/// How long ago this install ordered a server, from the checkpoint (`None` for an adopted
+/// server, whose order time is unknown, or an unreadable time).
+fn ordered_ago(order: &OrderState) -> Option<Duration> {
+    let OrderState::Ordered { at, adopted: false } = order else {
+        return None;
+    };
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Duration::try_from(time::OffsetDateTime::now_utc() - at).ok()
+}
+
+/// The servers among `targets` (hostname, id, address) whose Talos API port accepts a TCP
+/// connection, probed concurrently (at most `max_parallel_nodes` at once): `(hostname, id)`.
+async fn talos_answering(
+    targets: &[(String, String, Ipv4Addr)],
+    timings: &Timings,
+) -> Vec<(String, String)> {
+    let timeout = timings.probe_timeout.min(TCP_PROBE_TIMEOUT);
+    futures::stream::iter(targets.iter().cloned())
+        .map(|(hostname, id, ip)| async move {
+            talos_port_open(ip, timeout).await.then_some((hostname, id))
+        })
+        .buffer_unordered(timings.max_parallel_nodes.max(1))
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// Step 4: every server must boot the cluster's iPXE URL. A server the provider reports with
@@ -590,7 +801,7 @@ async fn finish_replacement<P: Provider>(
             )
         })?;
         let started = Instant::now();
-        let mut interval = ctx.timings.poll_min;
+        let limit = ctx.timings.scale(DELETE_CONFIRM_TIMEOUT);
         loop {
             let machines = ctx.provider.list_machines().await.map_err(|e| {
                 StepError::provider(format!("listing servers until {} is gone", old.id), e)
@@ -598,7 +809,7 @@ async fn finish_replacement<P: Provider>(
             if !machines.iter().any(|m| m.id == old.id) {
                 break;
             }
-            if started.elapsed() >= DELETE_CONFIRM_TIMEOUT {
+            if started.elapsed() >= limit {
                 return Err(StepError::Timeout {
                     what: format!(
                         "the failed server {hostname} ({}) to disappear after its deletion; no replacement was ordered",
@@ -609,8 +820,9 @@ async fn finish_replacement<P: Provider>(
                 }
                 .into());
             }
-            tokio::time::sleep(interval).await;
-            interval = interval.mul_f64(1.5).min(ctx.timings.poll_max);
+            // A deleted server is due to disappear at any moment: poll_min, within the read
+            // budget.
+            tokio::time::sleep(poll::soon(ctx.timings, machines.len())).await;
         }
         // Gone: only now may a replacement be ordered. The intent is recorded first.
         let at = now_rfc3339();

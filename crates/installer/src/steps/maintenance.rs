@@ -1,17 +1,22 @@
 //! Step 5, WaitingTalosMaintenance: every node's Talos API on :50000 must answer as Talos
 //! maintenance mode does (TLS without a client certificate, ALPN h2, `Version` unimplemented).
-//! Nodes are probed concurrently, each on its own backoff; the certificate fingerprint of each
-//! node is recorded for the log, since maintenance mode cannot be verified against a CA.
+//! Nodes are probed concurrently (at most `max_parallel_nodes` probes in flight), each on its
+//! own backoff ([`NodeBackoff`]: `poll_min` growing to a few seconds, or exactly `fixed_poll`);
+//! the certificate fingerprint of each node is recorded for the log, since maintenance mode
+//! cannot be verified against a CA.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use metal::provider::Provider;
 use metal::talos::maintenance::{ProbeOutcome, probe};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::ConfigState;
 use crate::error::StepError;
+use crate::poll::NodeBackoff;
 use crate::steps::infrastructure::TALOS_API_PORT;
 use crate::steps::{StepContext, StepFailure, StepResult};
 
@@ -25,6 +30,7 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
     ctx: &mut StepContext<'_, P>,
 ) -> StepResult {
     let records = ctx.checkpoint().servers.clone();
+    let in_flight = Arc::new(Semaphore::new(ctx.timings.max_parallel_nodes.max(1)));
     let mut tasks = JoinSet::new();
     for record in records {
         let ip = record.primary_ipv4.ok_or_else(|| StepError::Inconsistent {
@@ -41,8 +47,8 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
         let addr = SocketAddr::from((ip, TALOS_API_PORT));
         let timeout = ctx.timings.maintenance_timeout;
         let probe_timeout = ctx.timings.probe_timeout;
-        let poll_min = ctx.timings.poll_min;
-        let poll_max = ctx.timings.poll_max;
+        let mut backoff = NodeBackoff::new(ctx.timings);
+        let in_flight = Arc::clone(&in_flight);
         ctx.node_status(
             &record.hostname,
             "waiting for Talos",
@@ -50,9 +56,13 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
         );
         tasks.spawn(async move {
             let started = Instant::now();
-            let mut interval = poll_min.min(Duration::from_millis(500));
             loop {
-                let last = match probe(addr, probe_timeout).await {
+                let outcome = {
+                    // Only the probe itself holds a slot, never the sleep between probes.
+                    let _slot = in_flight.acquire().await;
+                    probe(addr, probe_timeout).await
+                };
+                let last = match outcome {
                     ProbeOutcome::Maintenance { spki_sha256 } => {
                         return (
                             record.hostname,
@@ -69,10 +79,7 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
                 if started.elapsed() >= timeout {
                     return (record.hostname, addr, NodeResult::TimedOut { last });
                 }
-                tokio::time::sleep(interval).await;
-                interval = interval
-                    .mul_f64(1.5)
-                    .min(poll_max.min(Duration::from_secs(10)));
+                tokio::time::sleep(backoff.next_interval()).await;
             }
         });
     }

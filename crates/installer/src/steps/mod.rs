@@ -15,6 +15,7 @@ pub(crate) use gitops::application_problem;
 pub(crate) use platform::{daemonset_verdict, node_ready};
 pub(crate) use post_install::pools_verdict;
 pub use post_install::{STORAGE_CLASS, summary_of};
+pub(crate) use talos_bootstrap::WorkerPrefetch;
 pub use talos_bootstrap::{
     CONTROLPLANE_FILE, KUBECONFIG_FILE, SECRETS_FILE, TALOSCONFIG_FILE, WORKER_FILE,
 };
@@ -40,6 +41,9 @@ pub(crate) struct StepContext<'a, P: Provider> {
     pub timings: &'a Timings,
     pub gitops_token: Option<&'a crate::spec::GitopsToken>,
     pub options: &'a crate::orchestrator::RunOptions,
+    /// Workers whose config this run's early task (started after ApplyingCPConfig) applied;
+    /// ApplyingWorkerConfig records them without another call. Empty otherwise.
+    pub early_applied: &'a [String],
 }
 
 impl<P: Provider> StepContext<'_, P> {

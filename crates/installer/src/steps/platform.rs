@@ -397,7 +397,10 @@ fn encode(bytes: &[u8]) -> Value {
     serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap_or(Value::Null)
 }
 
-/// The cluster, through the kubeconfig written in step 10.
+/// The cluster, through the kubeconfig written in step 10, once its API answers `/readyz`.
+/// A resumed run (after a laptop slept, or the control plane rebooted) may find the API
+/// briefly unreachable; it is retried for up to `kubernetes_timeout` before the step fails,
+/// naming the API and the last error.
 pub(crate) async fn cluster<P: Provider>(
     ctx: &StepContext<'_, P>,
 ) -> Result<ClusterApi, StepError> {
@@ -405,11 +408,29 @@ pub(crate) async fn cluster<P: Provider>(
     let text = std::fs::read_to_string(&path).map_err(|e| StepError::Inconsistent {
         what: format!("a readable kubeconfig at {} ({e})", path.display()),
     })?;
-    ClusterApi::from_kubeconfig(&text)
+    let api = ClusterApi::from_kubeconfig(&text)
         .await
         .map_err(|e| StepError::Inconsistent {
             what: format!("a usable kubeconfig in {} ({e})", path.display()),
-        })
+        })?;
+    let started = Instant::now();
+    let mut interval = ctx.timings.poll_min;
+    loop {
+        let error = match api.readyz().await {
+            Ok(()) => return Ok(api),
+            Err(e) => e,
+        };
+        if started.elapsed() >= ctx.timings.kubernetes_timeout {
+            return Err(StepError::Timeout {
+                what: format!("the Kubernetes API at {} to answer", api.url()),
+                waited_s: started.elapsed().as_secs(),
+                pending: error.to_string(),
+            });
+        }
+        tracing::debug!(url = api.url(), %error, "the Kubernetes API does not answer yet");
+        tokio::time::sleep(interval).await;
+        interval = interval.mul_f64(1.5).min(ctx.timings.poll_max);
+    }
 }
 
 pub(crate) fn kube_error(context: impl Into<String>, e: impl std::fmt::Display) -> StepError {
@@ -786,7 +807,9 @@ pub(crate) async fn deploying_bootstrap_resources<P: Provider>(
     Ok(())
 }
 
-/// Step 15: local-path-provisioner, the default StorageClass while bootstrapping.
+/// Step 15: local-path-provisioner, the default StorageClass while bootstrapping. Done when
+/// its install Job completed and the StorageClass exists (like step 16, the rollout is waited
+/// for later: at the start of step 19).
 pub(crate) async fn deploying_local_path_provisioner<P: Provider>(
     ctx: &mut StepContext<'_, P>,
 ) -> StepResult {
@@ -797,8 +820,10 @@ pub(crate) async fn deploying_local_path_provisioner<P: Provider>(
         bootstrap_cni: false,
     };
     install_chart(ctx, &api, &install).await?;
+    // The provisioner's Deployment rolls out while Argo CD's chart installs: nothing before the
+    // platform's first PersistentVolumeClaims needs it, so its availability is confirmed by
+    // WaitingGitOpsSync (issue 7), not here.
     let timeout = ctx.timings.rollout_timeout;
-    wait_deployments(&api, LOCAL_PATH_NAMESPACE, &[], timeout).await?;
     let started = Instant::now();
     let config =
         watcher::Config::default().fields(&format!("metadata.name={LOCAL_PATH_STORAGE_CLASS}"));

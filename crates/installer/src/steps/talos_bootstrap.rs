@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metal::provider::Provider;
@@ -20,13 +21,17 @@ use metal::talos::secrets::SecretsBundle;
 use metal::talos::talosconfig::{Talosconfig, admin_talosconfig};
 use metal::talos::{ProbeOutcome, parse_talos_version, probe};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::store::write_atomic;
 use crate::checkpoint::{ConfigState, ServerRecord, now_rfc3339};
 use crate::cluster_api::ClusterApi;
 use crate::error::StepError;
+use crate::events::{Event, Reporter};
+use crate::orchestrator::Timings;
 use crate::spec::{PatchScope, Role};
+use crate::step::Step;
 use crate::steps::infrastructure::TALOS_API_PORT;
 use crate::steps::{StepContext, StepResult};
 
@@ -259,46 +264,186 @@ fn address(record: &ServerRecord) -> Result<SocketAddr, StepError> {
 enum ApplyResult {
     Applied,
     AlreadyApplied,
+    /// Not in maintenance mode, but it accepts the cluster's admin certificate and its server
+    /// certificate is the cluster's: it runs our config (applied by the early worker task of a
+    /// run that was cut off, which records nothing in the checkpoint).
+    RunsOurConfig,
 }
 
-/// Steps 7 and 11: apply each node's config in maintenance mode, all nodes of `role` at once.
-pub(crate) async fn applying_configs<P: Provider>(
+/// The pause before looking again: `fixed_poll` when set (the sequential baseline), else the
+/// wait's own growing interval.
+fn pause(fixed_poll: Option<Duration>, interval: Duration) -> Duration {
+    fixed_poll.unwrap_or(interval)
+}
+
+/// The shortest pause between two Talos probes, in real time: a scaled lab does not make a TLS
+/// handshake faster.
+const TALOS_POLL_FLOOR: Duration = Duration::from_millis(10);
+
+/// First interval of a Talos wait (in the world's time: scaled like the other clocks).
+fn talos_poll_first(time_scale: f64) -> Duration {
+    Duration::from_millis(250)
+        .mul_f64(time_scale)
+        .max(TALOS_POLL_FLOOR)
+}
+
+/// Longest interval of a Talos wait. A probe is one local TLS handshake and one RPC, cheap and
+/// never rate-limited, so the interval stays short: a node that became ready is seen within
+/// about a second (modelled).
+fn talos_poll_max(time_scale: f64) -> Duration {
+    Duration::from_secs(2)
+        .mul_f64(time_scale)
+        .max(TALOS_POLL_FLOOR)
+}
+
+/// At most `max_parallel_nodes` per-node tasks at once (never fewer than one).
+fn node_limit(timings: &Timings) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(timings.max_parallel_nodes.max(1)))
+}
+
+/// One node's config, ready to send.
+struct NodeApply {
+    hostname: String,
+    addr: SocketAddr,
+    config: Vec<u8>,
+    /// An earlier run recorded the intent (it may have sent the config already).
+    intended: bool,
+}
+
+/// What applying and confirming configs needs besides the node.
+#[derive(Clone)]
+struct ApplyEnv {
+    talosconfig: Talosconfig,
+    maintenance_timeout: Duration,
+    install_timeout: Duration,
+    probe_timeout: Duration,
+    fixed_poll: Option<Duration>,
+    time_scale: f64,
+}
+
+impl ApplyEnv {
+    fn new(timings: &Timings, talosconfig: Talosconfig) -> Self {
+        ApplyEnv {
+            talosconfig,
+            maintenance_timeout: timings.maintenance_timeout,
+            install_timeout: timings.install_timeout,
+            probe_timeout: timings.probe_timeout,
+            fixed_poll: timings.fixed_poll,
+            time_scale: timings.time_scale,
+        }
+    }
+}
+
+/// The configs of the nodes of `role` that have none applied, rendered from the secrets.
+fn pending_applies<P: Provider>(
     ctx: &mut StepContext<'_, P>,
     role: Role,
-) -> StepResult {
+    skip: &[String],
+) -> Result<Vec<NodeApply>, StepError> {
     let pending: Vec<ServerRecord> = ctx
         .checkpoint()
         .servers
         .iter()
         .filter(|r| r.role == role && !matches!(r.config, ConfigState::Applied { .. }))
+        .filter(|r| !skip.contains(&r.hostname))
         .cloned()
         .collect();
     if pending.is_empty() {
-        ctx.progress(format!("every {role} already has its config"));
-        return Ok(());
+        return Ok(Vec::new());
     }
     let bundle = secrets(ctx)?;
     let builder = builder(ctx)?;
-    let timeout = ctx.timings.maintenance_timeout;
-    let probe_timeout = ctx.timings.probe_timeout;
-    let mut tasks = JoinSet::new();
-    for record in pending {
-        let config = node_config(&builder, &bundle, &record)?;
-        let addr = address(&record)?;
-        let intended = matches!(record.config, ConfigState::Intended { .. });
-        if !intended {
-            let at = now_rfc3339();
-            ctx.update(|cp| {
-                if let Some(s) = cp.server_mut(&record.hostname) {
-                    s.config = ConfigState::Intended { at };
-                }
-            })?;
+    pending
+        .into_iter()
+        .map(|record| {
+            Ok(NodeApply {
+                config: node_config(&builder, &bundle, &record)?.into_bytes(),
+                addr: address(&record)?,
+                intended: matches!(record.config, ConfigState::Intended { .. }),
+                hostname: record.hostname,
+            })
+        })
+        .collect()
+}
+
+fn apply_note(outcome: &ApplyResult) -> &'static str {
+    match outcome {
+        ApplyResult::Applied => "config applied; installing",
+        ApplyResult::AlreadyApplied => "config was applied by an earlier run; installing",
+        ApplyResult::RunsOurConfig => "already runs the cluster's config",
+    }
+}
+
+/// Steps 7 and 11: apply each node's config in maintenance mode, all nodes of `role` at once
+/// (at most `max_parallel_nodes` in flight). Workers whose config the early task of this run
+/// already applied (see [`WorkerPrefetch`]) are recorded as applied without another call. In
+/// the sequential baseline, one node at a time: apply, then wait until it is installed.
+pub(crate) async fn applying_configs<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    role: Role,
+) -> StepResult {
+    let early: Vec<String> = if role == Role::Worker {
+        ctx.early_applied
+            .iter()
+            .filter(|h| {
+                ctx.checkpoint().servers.iter().any(|r| {
+                    &r.hostname == *h
+                        && r.role == Role::Worker
+                        && !matches!(r.config, ConfigState::Applied { .. })
+                })
+            })
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for hostname in &early {
+        // Applied by this run's early task (the call returned success): record it now.
+        let at = now_rfc3339();
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(hostname) {
+                s.config = ConfigState::Applied { at };
+            }
+        })?;
+        ctx.node_status(
+            hostname,
+            "config was applied early (during the control-plane bootstrap); installing",
+            None,
+        );
+    }
+    let pending = pending_applies(ctx, role, &early)?;
+    if pending.is_empty() {
+        if early.is_empty() {
+            ctx.progress(format!("every {role} already has its config"));
         }
-        ctx.node_status(&record.hostname, "applying config", Some(addr.to_string()));
+        return Ok(());
+    }
+    let env = ApplyEnv::new(ctx.timings, talosconfig_of(ctx)?);
+    for node in pending.iter().filter(|n| !n.intended) {
+        let at = now_rfc3339();
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(&node.hostname) {
+                s.config = ConfigState::Intended { at };
+            }
+        })?;
+    }
+    if ctx.timings.sequential {
+        return applying_sequentially(ctx, pending, &env).await;
+    }
+    let limit = node_limit(ctx.timings);
+    let mut tasks = JoinSet::new();
+    for node in pending {
+        ctx.node_status(
+            &node.hostname,
+            "applying config",
+            Some(node.addr.to_string()),
+        );
+        let env = env.clone();
+        let limit = Arc::clone(&limit);
         tasks.spawn(async move {
-            let result =
-                apply_one(addr, config.into_bytes(), intended, timeout, probe_timeout).await;
-            (record.hostname, addr, result)
+            let _permit = limit.acquire_owned().await;
+            let result = apply_one(node.addr, node.config, node.intended, &env).await;
+            (node.hostname, node.addr, result)
         });
     }
     let mut first_error = None;
@@ -308,13 +453,7 @@ pub(crate) async fn applying_configs<P: Provider>(
         };
         match result {
             Ok(outcome) => {
-                let note = match outcome {
-                    ApplyResult::Applied => "config applied; installing",
-                    ApplyResult::AlreadyApplied => {
-                        "config was applied by an earlier run; installing"
-                    }
-                };
-                ctx.node_status(&hostname, note, Some(addr.to_string()));
+                ctx.node_status(&hostname, apply_note(&outcome), Some(addr.to_string()));
                 let at = now_rfc3339();
                 ctx.update(|cp| {
                     if let Some(s) = cp.server_mut(&hostname) {
@@ -337,6 +476,54 @@ pub(crate) async fn applying_configs<P: Provider>(
     }
 }
 
+/// The sequential baseline of steps 7 and 11: node after node, apply the config, then poll
+/// (every `fixed_poll`) until it answers installed; record both. The waiting steps that follow
+/// (8, 12) find the nodes installed.
+async fn applying_sequentially<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    pending: Vec<NodeApply>,
+    env: &ApplyEnv,
+) -> StepResult {
+    for node in pending {
+        let node_err = |message: String| StepError::Node {
+            hostname: node.hostname.clone(),
+            address: node.addr.to_string(),
+            message,
+        };
+        ctx.node_status(
+            &node.hostname,
+            "applying config",
+            Some(node.addr.to_string()),
+        );
+        let outcome = apply_one(node.addr, node.config.clone(), node.intended, env)
+            .await
+            .map_err(node_err)?;
+        ctx.node_status(
+            &node.hostname,
+            apply_note(&outcome),
+            Some(node.addr.to_string()),
+        );
+        let at = now_rfc3339();
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(&node.hostname) {
+                s.config = ConfigState::Applied { at };
+            }
+        })?;
+        let tag = wait_installed_one(node.addr, env).await.map_err(node_err)?;
+        ctx.node_status(
+            &node.hostname,
+            format!("installed, Talos {tag}"),
+            Some(node.addr.to_string()),
+        );
+        ctx.update(|cp| {
+            if let Some(s) = cp.server_mut(&node.hostname) {
+                s.installed = true;
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// True for Talos API errors worth another attempt: the node (or the network) was briefly
 /// unavailable, not a refusal of what was asked.
 fn is_transient_talos(error: &metal::talos::client::TalosClientError) -> bool {
@@ -348,22 +535,43 @@ fn is_transient_talos(error: &metal::talos::client::TalosClientError) -> bool {
     }
 }
 
+/// True when the node answers `Version` over mutual TLS with the cluster's talosconfig: its
+/// server certificate comes from the cluster's OS CA, so it runs a config made from our secrets.
+async fn runs_our_config(addr: SocketAddr, env: &ApplyEnv) -> Result<String, String> {
+    match TalosClient::connect(addr, &env.talosconfig, env.probe_timeout).await {
+        Ok(mut client) => match client.version().await {
+            Ok(version) => Ok(version.tag),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Sends one node its config in maintenance mode, or finds it was sent already. Every state a
+/// node can be in after an earlier attempt (this run's early task, or a run cut off anywhere)
+/// converges:
+///
+/// * in maintenance mode: the config is sent (again — an identical config, harmless);
+/// * installing (port 50000 closed while it writes to disk and reboots) or not answering yet:
+///   looked at again until it answers, in maintenance or normal mode;
+/// * in normal mode: with the intent recorded, or answering over mutual TLS with the cluster's
+///   talosconfig, it has our config; otherwise someone else configured it, which stops the step.
 async fn apply_one(
     addr: SocketAddr,
     config: Vec<u8>,
     mut intended: bool,
-    timeout: Duration,
-    probe_timeout: Duration,
+    env: &ApplyEnv,
 ) -> Result<ApplyResult, String> {
     let started = Instant::now();
-    let mut interval = Duration::from_millis(250);
+    let timeout = env.maintenance_timeout;
+    let mut interval = talos_poll_first(env.time_scale);
     loop {
-        let outcome = probe(addr, probe_timeout).await;
+        let outcome = probe(addr, env.probe_timeout).await;
         match outcome {
             ProbeOutcome::Maintenance { .. } => {
                 // Transient failures (UNAVAILABLE, a dropped connection) are retried; a
                 // refusal of the config is not.
-                let attempt = match TalosClient::maintenance(addr, probe_timeout).await {
+                let attempt = match TalosClient::maintenance(addr, env.probe_timeout).await {
                     Ok(mut client) => {
                         // From here on the node may have taken the config even if the answer
                         // is lost.
@@ -392,19 +600,42 @@ async fn apply_one(
                 }
             }
             ProbeOutcome::Installed { .. } if intended => return Ok(ApplyResult::AlreadyApplied),
-            ProbeOutcome::Installed { reason } => {
-                return Err(format!(
-                    "is not in maintenance mode any more ({reason}) although cto never applied a config to it; wipe it (reinstall with iPXE) and resume"
-                ));
-            }
+            ProbeOutcome::Installed { reason } => match runs_our_config(addr, env).await {
+                Ok(_) => return Ok(ApplyResult::RunsOurConfig),
+                Err(e) => {
+                    return Err(format!(
+                        "is not in maintenance mode any more ({reason}) and does not accept this cluster's talosconfig ({e}), although cto never applied a config to it; wipe it (reinstall with iPXE) and resume"
+                    ));
+                }
+            },
             other => {
-                if started.elapsed() >= timeout {
+                // Not answering: rebooting into an installed Talos (a config sent by an earlier
+                // attempt) can take the whole install time.
+                if started.elapsed() >= timeout.max(env.install_timeout) {
                     return Err(format!("did not come back to maintenance mode: {other}"));
                 }
             }
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(pause(env.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(env.time_scale));
+    }
+}
+
+/// Polls one node until it answers `Version` over mutual TLS (installed and rebooted into its
+/// config); the Talos tag, or the last error after `install_timeout`.
+async fn wait_installed_one(addr: SocketAddr, env: &ApplyEnv) -> Result<String, String> {
+    let started = Instant::now();
+    let mut interval = talos_poll_first(env.time_scale);
+    loop {
+        let last = match runs_our_config(addr, env).await {
+            Ok(tag) => return Ok(tag),
+            Err(e) => e,
+        };
+        if started.elapsed() >= env.install_timeout {
+            return Err(last);
+        }
+        tokio::time::sleep(pause(env.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(env.time_scale));
     }
 }
 
@@ -414,7 +645,7 @@ pub(crate) async fn waiting_installed<P: Provider>(
     ctx: &mut StepContext<'_, P>,
     role: Role,
 ) -> StepResult {
-    let talosconfig = talosconfig_of(ctx)?;
+    let env = ApplyEnv::new(ctx.timings, talosconfig_of(ctx)?);
     let pending: Vec<ServerRecord> = ctx
         .checkpoint()
         .servers
@@ -422,31 +653,17 @@ pub(crate) async fn waiting_installed<P: Provider>(
         .filter(|r| r.role == role && !r.installed)
         .cloned()
         .collect();
-    let timeout = ctx.timings.install_timeout;
-    let probe_timeout = ctx.timings.probe_timeout;
+    let limit = node_limit(ctx.timings);
     let mut tasks = JoinSet::new();
     for record in pending {
         let addr = address(&record)?;
-        let talosconfig = talosconfig.clone();
+        let env = env.clone();
+        let limit = Arc::clone(&limit);
         ctx.node_status(&record.hostname, "installing Talos", Some(addr.to_string()));
         tasks.spawn(async move {
-            let started = Instant::now();
-            let mut interval = Duration::from_millis(250);
-            let mut last;
-            loop {
-                match TalosClient::connect(addr, &talosconfig, probe_timeout).await {
-                    Ok(mut client) => match client.version().await {
-                        Ok(version) => return (record.hostname, addr, Ok(version.tag)),
-                        Err(e) => last = e.to_string(),
-                    },
-                    Err(e) => last = e.to_string(),
-                }
-                if started.elapsed() >= timeout {
-                    return (record.hostname, addr, Err(last));
-                }
-                tokio::time::sleep(interval).await;
-                interval = (interval * 2).min(Duration::from_secs(10));
-            }
+            let _permit = limit.acquire_owned().await;
+            let result = wait_installed_one(addr, &env).await;
+            (record.hostname, addr, result)
         });
     }
     let mut pending_errors = Vec::new();
@@ -482,6 +699,92 @@ pub(crate) async fn waiting_installed<P: Provider>(
     }
 }
 
+/// The early worker configs (issue 7): started by the orchestrator in the background once
+/// ApplyingCPConfig is done, so that workers install Talos while the control plane installs and
+/// bootstraps. It writes nothing to the checkpoint — step 11 records what it finds — and
+/// reports through events only. Built from the checkpoint up front; [`WorkerPrefetch::run`]
+/// needs nothing else.
+pub(crate) struct WorkerPrefetch {
+    nodes: Vec<NodeApply>,
+    env: ApplyEnv,
+    max_parallel: usize,
+}
+
+impl WorkerPrefetch {
+    /// The workers without a config yet, or `None` when there are none (or the secrets are not
+    /// settled yet: the prefetch never writes the checkpoint, and reading unrecorded secrets
+    /// would). Reads `secrets.yaml` and the talosconfig.
+    pub(crate) fn plan<P: Provider>(
+        ctx: &mut StepContext<'_, P>,
+    ) -> Result<Option<WorkerPrefetch>, StepError> {
+        let dir = ctx.store.dir().to_owned();
+        if ctx.checkpoint().resolved.secrets_sha256.is_none()
+            || !dir.join(SECRETS_FILE).exists()
+            || !dir.join(TALOSCONFIG_FILE).exists()
+        {
+            return Ok(None);
+        }
+        let nodes: Vec<NodeApply> = pending_applies(ctx, Role::Worker, &[])?
+            .into_iter()
+            .filter(|n| !n.intended)
+            .collect();
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(WorkerPrefetch {
+            nodes,
+            env: ApplyEnv::new(ctx.timings, talosconfig_of(ctx)?),
+            max_parallel: ctx.timings.max_parallel_nodes.max(1),
+        }))
+    }
+
+    /// Hostnames of the workers to which it is about to send configs.
+    pub(crate) fn hostnames(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.hostname.clone()).collect()
+    }
+
+    /// Applies every worker's config (at most `max_parallel_nodes` at once). Returns the
+    /// workers whose `ApplyConfiguration` this task saw succeed; every other outcome (already
+    /// configured, an error) is left for step 11 to find out, and errors are only logged.
+    pub(crate) async fn run(self, reporter: Arc<dyn Reporter>) -> Vec<String> {
+        let limit = Arc::new(Semaphore::new(self.max_parallel));
+        let mut tasks = JoinSet::new();
+        for node in self.nodes {
+            let env = self.env.clone();
+            let limit = Arc::clone(&limit);
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = apply_one(node.addr, node.config, false, &env).await;
+                (node.hostname, node.addr, result)
+            });
+        }
+        let mut applied = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((hostname, addr, result)) = joined else {
+                continue;
+            };
+            let status = match result {
+                Ok(ApplyResult::Applied) => {
+                    applied.push(hostname.clone());
+                    "config applied early".to_owned()
+                }
+                Ok(other) => apply_note(&other).to_owned(),
+                Err(message) => {
+                    tracing::warn!(%hostname, %addr, %message, "applying a worker's config early failed; ApplyingWorkerConfig tries again");
+                    format!("early config not applied ({message}); step 11 tries again")
+                }
+            };
+            reporter.report(Event::NodeStatus {
+                step: Step::ApplyingWorkerConfig,
+                hostname,
+                status,
+                detail: Some(addr.to_string()),
+            });
+        }
+        applied
+    }
+}
+
 fn first_control_plane<P: Provider>(
     ctx: &StepContext<'_, P>,
 ) -> Result<(String, SocketAddr), StepError> {
@@ -508,7 +811,7 @@ pub(crate) async fn bootstrapping<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
     // `bootstrap` itself retries UNAVAILABLE and FailedPrecondition; a connection that fails
     // or a call cut off (a flaky network, a node briefly unavailable) is retried here.
     let started = Instant::now();
-    let mut interval = Duration::from_millis(250);
+    let mut interval = talos_poll_first(ctx.timings.time_scale);
     let outcome = loop {
         let attempt =
             match TalosClient::connect(addr, &talosconfig, ctx.timings.probe_timeout).await {
@@ -528,8 +831,8 @@ pub(crate) async fn bootstrapping<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
             }
             Err((_, message)) => return Err(node_err(message).into()),
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(pause(ctx.timings.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(ctx.timings.time_scale));
     };
     let note = match outcome {
         BootstrapOutcome::Bootstrapped => "etcd bootstrapped",
@@ -548,7 +851,7 @@ pub(crate) async fn waiting_kubernetes<P: Provider>(ctx: &mut StepContext<'_, P>
     let want = ctx.checkpoint().spec.control_planes as usize;
     let started = Instant::now();
     let timeout = ctx.timings.kubernetes_timeout;
-    let mut interval = Duration::from_millis(250);
+    let mut interval = talos_poll_first(ctx.timings.time_scale);
     let mut last;
     let kubeconfig = loop {
         match TalosClient::connect(addr, &talosconfig, ctx.timings.probe_timeout).await {
@@ -577,8 +880,8 @@ pub(crate) async fn waiting_kubernetes<P: Provider>(ctx: &mut StepContext<'_, P>
             }
             .into());
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(pause(ctx.timings.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(ctx.timings.time_scale));
     };
     let path = ctx.store.dir().join(KUBECONFIG_FILE);
     write_atomic(&path, kubeconfig.as_bytes())?;
@@ -601,8 +904,8 @@ pub(crate) async fn waiting_kubernetes<P: Provider>(ctx: &mut StepContext<'_, P>
             }
             .into());
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(pause(ctx.timings.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(ctx.timings.time_scale));
     }
     ctx.progress(format!(
         "Kubernetes API ready at {}; kubeconfig in {}",
@@ -631,7 +934,7 @@ pub(crate) async fn waiting_worker_join<P: Provider>(ctx: &mut StepContext<'_, P
         .collect();
     let started = Instant::now();
     let timeout = ctx.timings.kubernetes_timeout;
-    let mut interval = Duration::from_millis(250);
+    let mut interval = talos_poll_first(ctx.timings.time_scale);
     let mut seen: Vec<String> = Vec::new();
     loop {
         match api.node_names().await {
@@ -667,7 +970,7 @@ pub(crate) async fn waiting_worker_join<P: Provider>(ctx: &mut StepContext<'_, P
             }
             Err(_) => {}
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(pause(ctx.timings.fixed_poll, interval)).await;
+        interval = (interval * 2).min(talos_poll_max(ctx.timings.time_scale));
     }
 }

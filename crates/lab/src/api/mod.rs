@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::faults::{Api, Strike};
+use crate::observe::Kind;
 use crate::ratelimit::Budget;
 use crate::state::Lab;
 use errors::ApiError;
@@ -38,6 +39,8 @@ pub(crate) const JSONAPI_CONTENT_TYPE: &str = "application/vnd.api+json; charset
 pub(crate) fn router(lab: Arc<Lab>) -> Router {
     Router::new()
         .route("/_lab/stats", get(stats))
+        .route("/_lab/critical-path", get(crate::critical_path::handler))
+        .route("/_lab/conditions", get(conditions))
         .route("/plans", get(catalogue::list_plans))
         .route(
             "/plans/operating_systems",
@@ -103,6 +106,21 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
     if request.uri().path().starts_with("/_lab/") {
         return next.run(request).await;
     }
+    let arrived_ms = crate::lifecycle::now_ms();
+    let write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let observe = |authenticated: bool| {
+        lab.observer.request_at(
+            if write {
+                Kind::LatitudeWrite { authenticated }
+            } else {
+                Kind::LatitudeRead { authenticated }
+            },
+            arrived_ms,
+        );
+    };
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -112,14 +130,17 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
         .map(|(_, token)| token.trim().to_owned())
         .filter(|token| !token.is_empty());
     let Some(token) = token else {
+        observe(false);
         return ApiError::unauthorized("Missing API key: send Authorization: Bearer <API key>")
             .into_response();
     };
     if let Some(keys) = &lab.config.api_keys
         && !keys.contains(&token)
     {
+        observe(false);
         return ApiError::unauthorized("Invalid API key").into_response();
     }
+    observe(true);
     let (budget, limit) = match *request.method() {
         Method::GET | Method::HEAD | Method::OPTIONS => (Budget::Read, lab.config.reads_per_minute),
         _ => (Budget::Write, lab.config.writes_per_minute),
@@ -138,6 +159,7 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
         .acquire(&token, budget, limit, Instant::now());
     if let Err(retry_after) = admitted {
         lab.world().counters.http_429 += 1;
+        lab.observer.request(Kind::Http429);
         tracing::debug!(method = %request.method(), uri = %request.uri(), retry_after, "rate limited");
         return ApiError::rate_limited(retry_after).into_response();
     }
@@ -146,6 +168,7 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
         Strike::ServerError => ApiError::unavailable().into_response(),
         Strike::RateLimited => {
             lab.world().counters.http_429 += 1;
+            lab.observer.request(Kind::Http429);
             ApiError::rate_limited(lab.faults.spec.latitude_retry_after).into_response()
         }
         Strike::Reset => {
@@ -156,14 +179,69 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
     }
 }
 
-/// `GET /_lab/stats`: request counters and live servers (no authentication).
-async fn stats(State(lab): State<Arc<Lab>>) -> Response {
+/// `GET /_lab/stats[?since_ms=<unix ms>]` (no authentication): request counters and live
+/// servers. Without `since_ms`, `reads`, `writes` and `http_429` are the persisted totals of
+/// the world and the other counts cover this lab process; with it, every count covers only
+/// requests that arrived at or after `since_ms`.
+async fn stats(State(lab): State<Arc<Lab>>, query: RawQuery) -> Result<Response, ApiError> {
+    let since_ms = match params(query)?.get("since_ms") {
+        None => None,
+        Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "since_ms must be an integer number of Unix milliseconds, got {v:?}"
+            ))
+        })?),
+    };
+    let observed = lab.observer.stats(since_ms);
     let world = lab.world();
-    axum::Json(json!({
-        "reads": world.counters.reads,
-        "writes": world.counters.writes,
-        "http_429": world.counters.http_429,
+    let (reads, writes, http_429) = match since_ms {
+        None => (
+            world.counters.reads,
+            world.counters.writes,
+            world.counters.http_429,
+        ),
+        Some(_) => (observed.reads, observed.writes, observed.http_429),
+    };
+    Ok(axum::Json(json!({
+        "reads": reads,
+        "writes": writes,
+        "http_429": http_429,
         "servers": world.servers.len(),
+        "latitude_reads": observed.latitude_reads,
+        "latitude_writes": observed.latitude_writes,
+        "talos_calls": observed.talos_calls,
+        "kube_requests": observed.kube_requests,
+        "since_ms": since_ms,
+        "first_request_ms": observed.first_request_ms,
+        "last_request_ms": observed.last_request_ms,
+    }))
+    .into_response())
+}
+
+/// `GET /_lab/conditions` (no authentication): when each condition of the world became true,
+/// sorted by time (see docs/lab.md, "Observing a run").
+async fn conditions(State(lab): State<Arc<Lab>>) -> Response {
+    let now = crate::lifecycle::now_ms();
+    let mut earliest: HashMap<String, i64> = HashMap::new();
+    for (name, at_ms) in crate::talos::world_conditions(&lab, now)
+        .into_iter()
+        .chain(lab.observer.conditions())
+    {
+        earliest
+            .entry(name)
+            .and_modify(|t| *t = (*t).min(at_ms))
+            .or_insert(at_ms);
+    }
+    let mut all: Vec<(String, i64)> = earliest.into_iter().collect();
+    all.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let conditions: Vec<Value> = all
+        .into_iter()
+        .map(|(name, at_ms)| json!({"name": name, "at_ms": at_ms}))
+        .collect();
+    axum::Json(json!({
+        "time_scale": lab.durations.time_scale(),
+        "seed": lab.durations.seed(),
+        "conditions": conditions,
     }))
     .into_response()
 }

@@ -7,6 +7,7 @@ use time::macros::format_description;
 
 use crate::catalogue::{OperatingSystem, Plan, Site};
 use crate::config::LabConfig;
+use crate::durations::Durations;
 use crate::stock;
 use crate::world::{Project, Server, SshKey, World};
 
@@ -138,7 +139,7 @@ fn project_ref(project: &Project) -> Value {
 }
 
 /// A server, its status derived from the clock.
-pub(crate) fn server(world: &World, config: &LabConfig, server: &Server, now_ms: i64) -> Value {
+pub(crate) fn server(world: &World, d: &Durations, server: &Server, now_ms: i64) -> Value {
     let catalogue = &world.catalogue;
     let plan = catalogue.plan(&server.plan);
     let site = catalogue.site(&server.site);
@@ -186,7 +187,7 @@ pub(crate) fn server(world: &World, config: &LabConfig, server: &Server, now_ms:
             "role": "Bare Metal",
             "primary_ipv4": server.ip.to_string(),
             "primary_ipv6": null,
-            "status": server.status(now_ms, config),
+            "status": server.status(now_ms, d),
             "ipmi_status": "Normal",
             "created_at": timestamp(server.created_at_ms),
             "scheduled_deletion_at": null,

@@ -89,9 +89,9 @@ pub(crate) async fn list(
         .filter(|s| {
             statuses
                 .as_ref()
-                .is_none_or(|v| v.iter().any(|x| x == s.status(now, &lab.config)))
+                .is_none_or(|v| v.iter().any(|x| x == s.status(now, &lab.durations)))
         })
-        .map(|s| resources::server(&world, &lab.config, s, now))
+        .map(|s| resources::server(&world, &lab.durations, s, now))
         .collect();
     let (items, meta) = page.apply(servers);
     Ok(data(StatusCode::OK, Value::Array(items), meta))
@@ -106,7 +106,7 @@ pub(crate) async fn get(
     let server = world.server(&id).ok_or_else(ApiError::not_found)?;
     Ok(data(
         StatusCode::OK,
-        resources::server(&world, &lab.config, server, now_ms()),
+        resources::server(&world, &lab.durations, server, now_ms()),
         json!({}),
     ))
 }
@@ -295,7 +295,7 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             failed,
         };
         tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
-        let rendered = resources::server(world, &lab.config, &server, now);
+        let rendered = resources::server(world, &lab.durations, &server, now);
         world.servers.push(server);
         Ok::<_, ApiError>(rendered)
     })?;

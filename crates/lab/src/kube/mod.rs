@@ -170,7 +170,17 @@ pub async fn start_with(
     config: KubeApiConfig,
     options: ClusterOptions,
 ) -> Result<KubeApi, LabError> {
-    let (url, shared, task) = server::start(config, options).await?;
+    start_observed(config, options, Arc::default()).await
+}
+
+/// Starts an API server whose requests and controller conditions are recorded by `observer`
+/// (the lab's, so that `/_lab/stats` and `/_lab/conditions` see them).
+pub(crate) async fn start_observed(
+    config: KubeApiConfig,
+    options: ClusterOptions,
+    observer: Arc<crate::observe::Observer>,
+) -> Result<KubeApi, LabError> {
+    let (url, shared, task) = server::start(config, options, observer).await?;
     let controllers = tokio::spawn(controllers::run(shared.clone()));
     Ok(KubeApi {
         inner: Arc::new(Inner {
@@ -210,6 +220,14 @@ impl KubeApi {
     /// if there was no such Node.
     pub fn remove_node(&self, name: &str) -> bool {
         self.inner.shared.remove_node(name)
+    }
+
+    /// The conditions the simulated controllers recorded (name, Unix ms when it first became
+    /// true): `node/<name>/registered`, `job/<ns>/<name>/complete`, `rollout/<kind>/<ns>/<name>`…
+    /// (docs/lab.md, "Observing a run"). A lab's APIs record into the lab's
+    /// `/_lab/conditions` instead.
+    pub fn conditions(&self) -> Vec<(String, i64)> {
+        self.inner.shared.observer.conditions()
     }
 
     /// The names of the registered Nodes, sorted.

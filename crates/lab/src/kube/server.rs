@@ -39,6 +39,8 @@ use super::store::{Event, EventType, Gvr, Store, StoreError, Subscription, Watch
 use super::write::{Deleted, PatchKind, WriteOptions};
 use super::{ClusterOptions, DEFAULT_KUBERNETES_VERSION, KubeApiConfig, NodeInfo};
 use crate::LabError;
+use crate::durations::Durations;
+use crate::observe::{Kind, Observer};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +67,10 @@ pub(crate) struct Shared {
     pub(super) stop: watch::Sender<bool>,
     /// Time scale, timeline, git repositories and faults.
     pub(super) options: ClusterOptions,
+    /// The durations of `options.lab` (timeline, jitter, seed, time scale).
+    pub(super) durations: Durations,
+    /// Where requests and controller conditions are recorded.
+    pub(super) observer: Arc<Observer>,
     /// The block devices of each Node (by node name), as its Talos machine reports them; a
     /// Node without an entry has the default lab disks (`/dev/nvme0n1`, `/dev/nvme1n1`).
     pub(super) node_disks:
@@ -97,6 +103,21 @@ impl Shared {
         let info = &info;
         let node = objects::node(info, existing.as_ref());
         let node = self.store.upsert(&nodes_gvr(), "", node);
+        if existing.is_none() {
+            self.observer
+                .condition(format!("node/{}/registered", info.name));
+        }
+        let was_ready = existing.as_ref().is_some_and(|n| {
+            n.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        });
+        if info.ready && !was_ready {
+            self.observer.condition(format!("node/{}/ready", info.name));
+        }
         if self
             .store
             .get(&leases_gvr(), objects::NODE_LEASE_NAMESPACE, &info.name)
@@ -142,6 +163,7 @@ impl Shared {
 pub(crate) async fn start(
     config: KubeApiConfig,
     options: ClusterOptions,
+    observer: Arc<Observer>,
 ) -> Result<(String, Arc<Shared>, JoinHandle<()>), LabError> {
     let pki = |reason: String| LabError::KubePki { reason };
     let ca = ClusterCa::load(&config.ca).map_err(pki)?;
@@ -224,6 +246,8 @@ pub(crate) async fn start(
         registry: Registry::default(),
         server_address: SocketAddr::new(ip, local.port()).to_string(),
         stop,
+        durations: Durations::new(&options.lab),
+        observer,
         options,
         node_disks: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
@@ -638,6 +662,7 @@ async fn handle(
     identity: &Identity,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    shared.observer.request(Kind::Kube);
     // Injected faults (`kube.*` of `--faults`): the one hook of this module.
     if let Some(response) = crate::faults::kube_hook(&shared.server_address).await {
         return response;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalogue::IPXE_OS;
 use crate::config::LabConfig;
+use crate::durations::{Durations, Phase as DPhase};
 use crate::ipxe::{self, BootImage};
 use crate::state::Lab;
 use crate::world::{Server, TalosState, World};
@@ -39,18 +40,18 @@ pub(crate) fn current_state(server: &Server) -> Option<&TalosState> {
 }
 
 /// The phase of `server` at `now_ms`. The boot image is not checked here (see [`boot_image`]).
-pub(crate) fn phase(server: &Server, config: &LabConfig, now_ms: i64) -> Phase {
+pub(crate) fn phase(server: &Server, config: &LabConfig, d: &Durations, now_ms: i64) -> Phase {
     if server.operating_system != IPXE_OS
         || server.failed
         || config.faults.node_noboot.contains(&server.hostname)
-        || now_ms < server.lifecycle.talos_up_at_ms(config)
+        || now_ms < server.talos_up_at_ms(d)
     {
         return Phase::Down;
     }
     match current_state(server) {
         None => Phase::Maintenance,
         Some(state) => {
-            let since_ms = state.applied_at_ms + config.scaled_ms(config.timeline.talos_install);
+            let since_ms = installed_at_ms(server, state, d);
             if now_ms < since_ms {
                 Phase::Installing
             } else {
@@ -58,6 +59,12 @@ pub(crate) fn phase(server: &Server, config: &LabConfig, now_ms: i64) -> Phase {
             }
         }
     }
+}
+
+/// When the configuration `state` applied to `server` is installed and the node answers in
+/// normal mode.
+pub(crate) fn installed_at_ms(server: &Server, state: &TalosState, d: &Durations) -> i64 {
+    state.applied_at_ms + d.real_ms(DPhase::TalosInstall, &server.hostname)
 }
 
 /// The Talos image an iPXE server boots, or why it boots nothing.
@@ -176,6 +183,7 @@ fn version_like(tag: &str) -> Option<String> {
 pub(crate) fn members(
     world: &World,
     config: &LabConfig,
+    d: &Durations,
     cache: &ConfigCache,
     now_ms: i64,
 ) -> Vec<Member> {
@@ -190,7 +198,7 @@ pub(crate) fn members(
                 generation: server.lifecycle.started_at_ms,
                 server_hostname: server.hostname.clone(),
                 ip: server.ip,
-                phase: phase(server, config, now_ms),
+                phase: phase(server, config, d, now_ms),
                 config: parsed,
                 applied_at_ms: state.applied_at_ms,
                 bootstrapped_at_ms: state.bootstrapped_at_ms,
@@ -212,7 +220,7 @@ impl Snapshot {
         let world = lab.world();
         Snapshot {
             now_ms,
-            members: members(&world, &lab.config, cache, now_ms),
+            members: members(&world, &lab.config, &lab.durations, cache, now_ms),
         }
     }
 
@@ -313,11 +321,15 @@ mod tests {
         // 1 modelled second = 1 ms: up at 20 + 280 + 90 = 390.
         let config = LabConfig {
             time_scale: 0.001,
+            jitter: 0.0,
             ..LabConfig::default()
         };
+        let d = Durations::new(&config);
         let s = server(None);
-        assert_eq!(phase(&s, &config, 389), Phase::Down);
-        assert_eq!(phase(&s, &config, 390), Phase::Maintenance);
+        assert_eq!(phase(&s, &config, &d, 389), Phase::Down);
+        assert_eq!(phase(&s, &config, &d, 390), Phase::Maintenance);
+        // Latitude still says `deploying` then.
+        assert_eq!(s.status(390, &d), "deploying");
         let state = TalosState {
             generation: 0,
             config: String::new(),
@@ -325,14 +337,17 @@ mod tests {
             bootstrapped_at_ms: None,
         };
         let s = server(Some(state.clone()));
-        assert_eq!(phase(&s, &config, 1119), Phase::Installing);
-        assert_eq!(phase(&s, &config, 1120), Phase::Normal { since_ms: 1120 });
+        assert_eq!(phase(&s, &config, &d, 1119), Phase::Installing);
+        assert_eq!(
+            phase(&s, &config, &d, 1120),
+            Phase::Normal { since_ms: 1120 }
+        );
         // A state from an earlier lifecycle is ignored.
         let stale = server(Some(TalosState {
             generation: -1,
             ..state
         }));
-        assert_eq!(phase(&stale, &config, 2000), Phase::Maintenance);
+        assert_eq!(phase(&stale, &config, &d, 2000), Phase::Maintenance);
     }
 
     #[test]

@@ -36,9 +36,11 @@ use tonic::Status;
 use tower::Service as _;
 
 use crate::LabError;
+use crate::durations::Phase as DPhase;
 use crate::faults::{self, Strike};
 use crate::ipxe::BootImage;
 use crate::lifecycle::now_ms;
+use crate::observe::Kind;
 
 use super::Shared;
 use super::cluster::{self, Snapshot};
@@ -121,6 +123,7 @@ pub(crate) async fn handle(
     roles: PeerRoles,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
+    node.shared.lab.observer.request(Kind::Talos);
     if request.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -414,8 +417,8 @@ impl MachineService for Api {
             < since_ms
                 + shared
                     .lab
-                    .config
-                    .scaled_ms(shared.lab.config.timeline.bootstrap_ready)
+                    .durations
+                    .real_ms(DPhase::BootstrapReady, &self.0.ident.hostname)
         {
             return Err(Status::failed_precondition(
                 "bootstrap is not available yet",
@@ -431,7 +434,13 @@ impl MachineService for Api {
         shared
             .lab
             .mutate(|world| {
-                let members = cluster::members(world, &shared.lab.config, &shared.configs, now);
+                let members = cluster::members(
+                    world,
+                    &shared.lab.config,
+                    &shared.lab.durations,
+                    &shared.configs,
+                    now,
+                );
                 let bootstrapped = members.iter().any(|m| {
                     m.config.cluster_key() == cluster_key && m.bootstrapped_at_ms.is_some()
                 });
@@ -523,10 +532,14 @@ impl MachineService for Api {
         self.authorize(&request, READER)?;
         let (config, _, since_ms) = self.normal()?;
         let snapshot = self.snapshot();
-        let timeline = &self.0.shared.lab.config.timeline;
-        let scaled = |s| self.0.shared.lab.config.scaled_ms(s);
+        let kubelet_start = self
+            .0
+            .shared
+            .lab
+            .durations
+            .real_ms(DPhase::KubeletStart, &self.0.ident.hostname);
         let bootstrapped = snapshot.bootstrapped_at(config.cluster_key()).is_some();
-        let kubelet_up = snapshot.now_ms >= since_ms + scaled(timeline.kubelet_start);
+        let kubelet_up = snapshot.now_ms >= since_ms + kubelet_start;
         let mut services: BTreeSet<(&str, bool)> = [
             ("apid", true),
             ("containerd", true),

@@ -1,6 +1,6 @@
 //! Talos nodes on loopback addresses, and the Kubernetes APIs of the clusters they form.
 //!
-//! A background reconciler (every 50 ms) derives from the persisted world and the clock what
+//! A background reconciler (every [`crate::durations::Durations::tick`]) derives from the persisted world and the clock what
 //! should be running, and makes it so:
 //!
 //! * **Nodes** ([`node`], [`grpc`]): an iPXE server whose boot script would load Talos comes up
@@ -31,7 +31,6 @@ mod tls;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use metal::talos::secrets::CertAndKey;
 use tokio::sync::watch;
@@ -39,15 +38,13 @@ use tokio::sync::watch;
 pub use node::TALOS_API_PORT;
 
 use crate::catalogue::IPXE_OS;
+use crate::durations::Phase as DPhase;
 use crate::kube::{self, KubeApi, KubeApiConfig};
 use crate::lifecycle::now_ms;
 use crate::state::Lab;
 use cluster::{ConfigCache, Member, Phase, Snapshot};
 use grpc::{Node, NodeIdent, NodeMode};
 use node::NodeHandle;
-
-/// How often the reconciler looks at the world.
-const TICK: Duration = Duration::from_millis(50);
 
 /// What every node and the reconciler share: the lab, and the parsed machine configurations.
 pub(crate) struct Shared {
@@ -109,7 +106,7 @@ pub(crate) async fn run(lab: Arc<Lab>, mut shutdown: watch::Receiver<bool>) {
         apis: HashMap::new(),
         warned: HashSet::new(),
     };
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(reconciler.shared.lab.durations.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
@@ -151,7 +148,13 @@ impl Reconciler {
         });
         let snapshot = Snapshot {
             now_ms: now,
-            members: cluster::members(&world, &lab.config, &self.shared.configs, now),
+            members: cluster::members(
+                &world,
+                &lab.config,
+                &lab.durations,
+                &self.shared.configs,
+                now,
+            ),
         };
         let mut wanted = HashMap::new();
         for server in world
@@ -160,7 +163,7 @@ impl Reconciler {
             .filter(|s| s.operating_system == IPXE_OS)
         {
             let generation = server.lifecycle.started_at_ms;
-            let phase = cluster::phase(server, &lab.config, now);
+            let phase = cluster::phase(server, &lab.config, &lab.durations, now);
             if matches!(phase, Phase::Down | Phase::Installing) {
                 continue;
             }
@@ -394,7 +397,13 @@ impl Reconciler {
                     host.server_id, host.generation, host.applied_at_ms
                 ),
             };
-            match kube::start_with(api_config, cluster_options).await {
+            match kube::start_observed(
+                api_config,
+                cluster_options,
+                self.shared.lab.observer.clone(),
+            )
+            .await
+            {
                 Ok(api) => {
                     tracing::info!(cluster = %config.cluster_name, url = %api.url(), "Kubernetes API up");
                     crate::faults::register_kube(
@@ -417,11 +426,7 @@ impl Reconciler {
                 }
             }
         }
-        let kubelet_start = self
-            .shared
-            .lab
-            .config
-            .scaled_ms(self.shared.lab.config.timeline.kubelet_start);
+        let durations = &self.shared.lab.durations;
         for (key, api) in &mut self.apis {
             let Some(bootstrapped_at) = snapshot.bootstrapped_at(key) else {
                 continue;
@@ -431,6 +436,8 @@ impl Reconciler {
                     continue;
                 };
                 let incarnation = (member.generation, member.applied_at_ms);
+                let kubelet_start =
+                    durations.real_ms(DPhase::KubeletStart, &member.server_hostname);
                 if snapshot.now_ms < since_ms.max(bootstrapped_at) + kubelet_start
                     || api.registered.get(&member.server_id) == Some(&incarnation)
                 {
@@ -460,6 +467,64 @@ impl Reconciler {
             api.api.shutdown().await;
         }
     }
+}
+
+/// The conditions that the persisted world and the clock say became true by `now_ms`, with
+/// when (see `/_lab/conditions`): for every server `server/<host>/ordered`,
+/// `server/<host>/reinstalled` (a reinstall's start), `server/<host>/talos_maintenance` (an
+/// iPXE server whose Talos boots), `server/<host>/status_on`, `server/<host>/config_applied`,
+/// `server/<host>/installed` (normal mode), and `cluster/<name>/bootstrapped`.
+pub(crate) fn world_conditions(lab: &Lab, now_ms: i64) -> Vec<(String, i64)> {
+    let servers = lab.world().servers.clone();
+    let d = &lab.durations;
+    let configs = ConfigCache::default();
+    let mut out = Vec::new();
+    let mut push = |name: String, at_ms: i64| {
+        if at_ms <= now_ms {
+            out.push((name, at_ms));
+        }
+    };
+    for server in &servers {
+        let host = &server.hostname;
+        push(format!("server/{host}/ordered"), server.created_at_ms);
+        if server.lifecycle.kind == crate::lifecycle::LifecycleKind::Reinstall {
+            push(
+                format!("server/{host}/reinstalled"),
+                server.lifecycle.started_at_ms,
+            );
+        }
+        if server.failed {
+            continue;
+        }
+        push(format!("server/{host}/status_on"), server.on_at_ms(d));
+        let boots = server.is_ipxe()
+            && !lab.config.faults.node_noboot.contains(host)
+            && cluster::boot_image(server).is_ok();
+        if !boots {
+            continue;
+        }
+        push(
+            format!("server/{host}/talos_maintenance"),
+            server.talos_up_at_ms(d),
+        );
+        let Some(state) = cluster::current_state(server) else {
+            continue;
+        };
+        push(format!("server/{host}/config_applied"), state.applied_at_ms);
+        push(
+            format!("server/{host}/installed"),
+            cluster::installed_at_ms(server, state, d),
+        );
+        if let Some(at_ms) = state.bootstrapped_at_ms
+            && let Some(config) = configs.get(&server.id, state)
+        {
+            push(
+                format!("cluster/{}/bootstrapped", config.cluster_name),
+                at_ms,
+            );
+        }
+    }
+    out
 }
 
 /// The Node a member's kubelet registers.

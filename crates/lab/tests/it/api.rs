@@ -110,6 +110,8 @@ async fn authentication_is_required_and_keys_are_checked() {
 async fn writes_over_budget_get_429_with_retry_after() {
     let mut cfg = config(203);
     cfg.writes_per_minute = 3;
+    // The window is 60 modelled seconds: 6 real seconds here, plenty for four requests.
+    cfg.time_scale = 0.1;
     let lab = harness::start(cfg).await;
     for i in 0..3 {
         lab.create(json!({"hostname": format!("node-{i}")})).await;

@@ -131,6 +131,18 @@ impl TestLab {
         response.json().await.unwrap()
     }
 
+    /// `GET /_lab/<path>` (with its query) without credentials; expects 200 and JSON.
+    pub async fn lab_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/_lab/{path}", self.handle.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/_lab/{path}");
+        response.json().await.unwrap()
+    }
+
     /// Orders a server and returns the 201 body's `data`.
     pub async fn create(&self, attributes: Value) -> Value {
         let reply = self.post("/servers", order(attributes)).await;

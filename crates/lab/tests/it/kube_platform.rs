@@ -193,6 +193,24 @@ async fn a_cilium_helm_job_installs_the_cni_and_nodes_turn_ready() {
         }
     })
     .await;
+    // The controllers recorded when each of these happened, in causal order.
+    let conditions = api.conditions();
+    let at = |name: &str| {
+        conditions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("no {name} in {conditions:?}"))
+    };
+    let chain = [
+        "node/w-1/registered",
+        "job/kube-system/helm-install-cilium/complete",
+        "rollout/daemonset/kube-system/cilium",
+        "node/w-1/ready",
+    ];
+    for pair in chain.windows(2) {
+        assert!(at(pair[0]) <= at(pair[1]), "{pair:?} in {conditions:?}");
+    }
     let cp = nodes.get("cp-1").await.unwrap();
     let taints: Vec<String> = cp
         .spec
@@ -502,6 +520,17 @@ async fn argo_cd_syncs_an_app_of_apps_in_waves_and_keeps_a_faulty_app_degraded()
     .await;
     let children_label = vault.metadata.labels.unwrap();
     assert_eq!(children_label["app.kubernetes.io/instance"], "root");
+    // The controllers recorded the waves' order too.
+    let conditions = api.conditions();
+    let at = |name: &str| {
+        conditions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("no {name} in {conditions:?}"))
+    };
+    assert!(at("application/first/healthy") <= at("application/second/healthy"));
+    assert!(at("application/first/healthy") <= at("application/vault/degraded"));
 
     // kubectl prints the Application CRD's columns.
     let kubectl = Kubectl::new(&api, &ca);

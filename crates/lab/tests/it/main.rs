@@ -10,3 +10,4 @@ mod kube_write;
 mod lifecycle;
 mod postinstall;
 mod talos;
+mod timeline;

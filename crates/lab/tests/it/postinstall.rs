@@ -304,6 +304,18 @@ async fn mayastor_pools_come_online_and_claims_get_bound() {
     let spec = plain.spec.unwrap();
     assert_eq!(spec.storage_class_name.as_deref(), Some("newer-default"));
     assert!(spec.volume_name.is_some());
+
+    // The controllers recorded when: the pool Online, then the Mayastor claim.
+    let conditions = api.conditions();
+    let at = |name: &str| {
+        conditions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("no {name} in {conditions:?}"))
+    };
+    assert!(at("diskpool/pool-w-1/online") <= at("pvc/default/data/bound"));
+    at("pvc/default/plain/bound");
 }
 
 /// A raw call through the API server's proxy: status and JSON body.

@@ -448,6 +448,33 @@ async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart(
     let nodes = wait_nodes(&kubeconfig, 2).await;
     assert_eq!(node_names(&nodes), ["cp-1", "worker-1"]);
 
+    // `/_lab/conditions` saw it happen, in this order; `/_lab/stats` counted the calls.
+    let doc = lab.lab_json("conditions").await;
+    let at = |name: &str| {
+        doc["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["at_ms"].as_i64())
+            .unwrap_or_else(|| panic!("no {name} in {doc}"))
+    };
+    let chain = [
+        "server/cp-1/ordered",
+        "server/cp-1/talos_maintenance",
+        "server/cp-1/config_applied",
+        "server/cp-1/installed",
+        "cluster/lab/bootstrapped",
+        "node/cp-1/registered",
+    ];
+    for pair in chain.windows(2) {
+        assert!(at(pair[0]) <= at(pair[1]), "{pair:?} in {doc}");
+    }
+    assert!(at("server/worker-1/installed") <= at("node/worker-1/registered"));
+    let stats = lab.stats().await;
+    assert!(stats["talos_calls"].as_u64().unwrap() >= 6, "{stats}");
+    assert!(stats["kube_requests"].as_u64().unwrap() >= 1, "{stats}");
+
     // A client certificate from another cluster's OS CA is refused.
     let foreign = SecretsBundle::generate().unwrap();
     let mut stranger = talosconfig(&foreign, &[cp]);

@@ -9,7 +9,9 @@
 //! * POSTs (orders, reinstalls) are retried only when the connection failed before anything was
 //!   sent. Once the request may have reached Latitude, the error is returned as is and
 //!   [`LatitudeError::is_ambiguous`] says so: the caller must look the object up (by hostname)
-//!   before ordering again, so nothing is ever billed twice.
+//!   before ordering again, so nothing is ever billed twice;
+//! * against a lab running in scaled time ([`ClientConfig::scaled`]), the rate window, the
+//!   backoff delays and every `retry_after` are multiplied by the time scale.
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -46,6 +48,13 @@ pub const PAGE_SIZE: usize = 100;
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Longest wait honoured after a 429, whatever the server asks for.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The shortest timeout of one request, whatever the time scale: loopback latency (and a busy
+/// machine) does not shrink with modelled time.
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Real time added to a scaled rate-limit window (`time_scale < 1`): the client stamps a request
+/// when it takes its slot, the server when it arrives, and at a window of a few hundred
+/// milliseconds the jitter between the two would otherwise show up as a 429.
+pub const SCALED_WINDOW_SLACK: Duration = Duration::from_millis(10);
 /// Guard against a server that ignores `page[number]`.
 const MAX_PAGES: u32 = 1_000;
 /// The longest body excerpt put in a decode error.
@@ -79,6 +88,14 @@ pub struct ClientConfig {
     pub rate_window: Duration,
     /// Extra trusted root certificates, DER-encoded (a lab CA), on top of the platform's.
     pub extra_root_certs: Vec<Vec<u8>>,
+    /// Real seconds per modelled second, in `(0, 1]`; `1` (the default) is the real world. A
+    /// lab with `time_scale = f` counts its rate limits over `60·f` real seconds and sends
+    /// `retry_after` in modelled seconds, so the client multiplies by `f`: the rate window,
+    /// the backoff delays (`retry_base_delay`, `retry_max_delay`) and every `retry_after`
+    /// (including [`DEFAULT_RETRY_AFTER`] and the [`MAX_RETRY_AFTER`] cap). The request timeout
+    /// is scaled too but never below [`MIN_REQUEST_TIMEOUT`] real seconds. Set it with
+    /// [`ClientConfig::scaled`].
+    pub time_scale: f64,
 }
 
 impl ClientConfig {
@@ -97,7 +114,39 @@ impl ClientConfig {
             retry_max_delay: Duration::from_secs(30),
             rate_window: DEFAULT_WINDOW,
             extra_root_certs: Vec::new(),
+            time_scale: 1.0,
         }
+    }
+
+    /// The same configuration in a world running `time_scale` real seconds per modelled second
+    /// (see [`ClientConfig::time_scale`]); only loopback labs run scaled.
+    #[must_use]
+    pub fn scaled(mut self, time_scale: f64) -> Self {
+        self.time_scale = time_scale;
+        self
+    }
+
+    /// The configured durations, in real time: `(rate window, first backoff delay, longest
+    /// backoff delay, request timeout)`.
+    fn real_durations(&self) -> (Duration, Duration, Duration, Duration) {
+        let f = self.time_scale;
+        if f == 1.0 {
+            return (
+                self.rate_window,
+                self.retry_base_delay,
+                self.retry_max_delay,
+                self.request_timeout,
+            );
+        }
+        (
+            self.rate_window.mul_f64(f) + SCALED_WINDOW_SLACK,
+            self.retry_base_delay.mul_f64(f),
+            self.retry_max_delay.mul_f64(f),
+            self.request_timeout
+                .mul_f64(f)
+                .max(MIN_REQUEST_TIMEOUT)
+                .min(self.request_timeout),
+        )
     }
 }
 
@@ -116,6 +165,8 @@ struct Inner {
     max_retries: u32,
     retry_base_delay: Duration,
     retry_max_delay: Duration,
+    /// Real seconds per modelled second (see [`ClientConfig::time_scale`]).
+    time_scale: f64,
 }
 
 impl fmt::Debug for LatitudeClient {
@@ -178,7 +229,8 @@ struct Reply {
 
 impl LatitudeClient {
     /// Builds a client. Fails on an empty key or project, a base URL that is not `https://`
-    /// (or `http://` on loopback), or when no TLS roots can be loaded.
+    /// (or `http://` on loopback), a time scale outside `(0, 1]` or one other than 1 for a
+    /// non-loopback URL, or when no TLS roots can be loaded.
     pub fn new(config: ClientConfig) -> Result<Self, LatitudeError> {
         if config.api_key.is_empty() {
             return Err(LatitudeError::Setup(
@@ -191,6 +243,19 @@ impl LatitudeClient {
             ));
         }
         let base_url = check_base_url(&config.base_url)?;
+        let f = config.time_scale;
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return Err(LatitudeError::Setup(format!(
+                "the time scale must be in (0, 1], got {f}"
+            )));
+        }
+        if f != 1.0 && !is_loopback_url(&base_url) {
+            return Err(LatitudeError::Setup(format!(
+                "a time scale ({f}) is only for a lab on a loopback address, not {base_url}"
+            )));
+        }
+        let (rate_window, retry_base_delay, retry_max_delay, request_timeout) =
+            config.real_durations();
 
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
             .map_err(|_| {
@@ -212,8 +277,8 @@ impl LatitudeClient {
             .tls_backend_preconfigured(tls_config(&config.extra_root_certs)?)
             .user_agent(config.user_agent.clone())
             .default_headers(headers)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| LatitudeError::Setup(format!("HTTP client: {}", error_chain(&e))))?;
 
@@ -225,11 +290,12 @@ impl LatitudeClient {
                 limiter: RateLimiter::with_window(
                     config.reads_per_minute,
                     config.writes_per_minute,
-                    config.rate_window,
+                    rate_window,
                 ),
                 max_retries: config.max_retries,
-                retry_base_delay: config.retry_base_delay,
-                retry_max_delay: config.retry_max_delay.max(config.retry_base_delay),
+                retry_base_delay,
+                retry_max_delay: retry_max_delay.max(retry_base_delay),
+                time_scale: f,
             }),
         })
     }
@@ -252,6 +318,11 @@ impl LatitudeClient {
     /// The shared rate limiter.
     pub fn limiter(&self) -> &RateLimiter {
         &self.inner.limiter
+    }
+
+    /// Real seconds per modelled second (1 against the real Latitude).
+    pub fn time_scale(&self) -> f64 {
+        self.inner.time_scale
     }
 
     // -----------------------------------------------------------------------------------------
@@ -553,12 +624,15 @@ impl LatitudeClient {
         }
         let envelope: ErrorEnvelope = serde_json::from_slice(&body).unwrap_or_default();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = retry_after(&envelope);
+            // `retry_after` is in the server's (modelled) seconds; the pause is real time.
+            let asked = retry_after(&envelope);
+            let retry_after = scale_duration(asked, self.inner.time_scale);
             self.inner.limiter.rate_limited(class, retry_after);
             tracing::info!(
                 method = %call.method,
                 path = %call.path,
-                retry_after_s = retry_after.as_secs(),
+                retry_after_s = asked.as_secs_f64(),
+                pause_ms = retry_after.as_millis() as u64,
                 "Latitude rate limit hit (429); pausing"
             );
             return Err(LatitudeError::RateLimited {
@@ -599,6 +673,34 @@ fn retry_after(envelope: &ErrorEnvelope) -> Duration {
         }
         _ => DEFAULT_RETRY_AFTER,
     }
+}
+
+/// A modelled duration in real time.
+fn scale_duration(d: Duration, time_scale: f64) -> Duration {
+    if time_scale == 1.0 {
+        d
+    } else {
+        d.mul_f64(time_scale)
+    }
+}
+
+/// True for an `http(s)://` URL whose host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback_url(raw: &str) -> bool {
+    reqwest::Url::parse(raw.trim())
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .and_then(|url| url.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// True for `localhost`, `*.localhost` and loopback addresses (IPv6 with or without brackets).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn decode<T: DeserializeOwned>(call: &Call, reply: &Reply) -> Result<T, LatitudeError> {
@@ -680,13 +782,7 @@ fn check_base_url(raw: &str) -> Result<String, LatitudeError> {
         "https" => {}
         "http" => {
             let host = url.host_str().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host.to_ascii_lowercase().ends_with(".localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
+            if !is_loopback_host(host) {
                 return Err(LatitudeError::Setup(format!(
                     "refusing to send the API key over plain HTTP to {host}: use https:// \
                      (http:// is only for a local lab on a loopback address)"
@@ -799,6 +895,107 @@ mod tests {
             DEFAULT_RETRY_AFTER
         );
         assert_eq!(retry_after(&ErrorEnvelope::default()), DEFAULT_RETRY_AFTER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_window_admits_the_budget_per_scaled_window_and_no_more() {
+        let client = LatitudeClient::new(config("http://127.0.0.1:9").scaled(0.01)).unwrap();
+        assert_eq!(client.time_scale(), 0.01);
+        let window = Duration::from_millis(600) + SCALED_WINDOW_SLACK;
+        assert_eq!(client.limiter().window(), window);
+        let start = tokio::time::Instant::now();
+        for _ in 0..60 {
+            client.limiter().acquire(RequestClass::Read).await;
+        }
+        for _ in 0..20 {
+            client.limiter().acquire(RequestClass::Write).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the whole budget at once");
+        client.limiter().acquire(RequestClass::Read).await;
+        assert_eq!(
+            start.elapsed(),
+            window,
+            "the 61st read waits one scaled window"
+        );
+        client.limiter().acquire(RequestClass::Write).await;
+        assert_eq!(start.elapsed(), window, "the 21st write too");
+        // Over two scaled windows, exactly twice the budget.
+        for _ in 0..59 {
+            client.limiter().acquire(RequestClass::Read).await;
+        }
+        assert_eq!(start.elapsed(), window);
+        client.limiter().acquire(RequestClass::Read).await;
+        assert_eq!(start.elapsed(), window * 2);
+        assert_eq!(client.stats().reads, 121);
+    }
+
+    #[test]
+    fn scaling_shrinks_backoff_and_retry_after_but_floors_the_request_timeout() {
+        let c = config("http://localhost:1").scaled(0.01);
+        let (window, base, max, timeout) = c.real_durations();
+        assert_eq!(window, Duration::from_millis(600) + SCALED_WINDOW_SLACK);
+        assert_eq!(base, Duration::from_millis(10));
+        assert_eq!(max, Duration::from_millis(300));
+        assert_eq!(timeout, MIN_REQUEST_TIMEOUT);
+        let c = config("http://localhost:1").scaled(0.5);
+        assert_eq!(c.real_durations().3, Duration::from_secs(15));
+        // A short configured timeout is never lengthened by the floor.
+        let mut c = config("http://localhost:1").scaled(0.5);
+        c.request_timeout = Duration::from_secs(2);
+        assert_eq!(c.real_durations().3, Duration::from_secs(2));
+        // Unscaled: untouched.
+        let c = config(DEFAULT_BASE_URL);
+        assert_eq!(
+            c.real_durations(),
+            (
+                DEFAULT_WINDOW,
+                Duration::from_secs(1),
+                Duration::from_secs(30),
+                Duration::from_secs(30)
+            )
+        );
+        assert_eq!(
+            scale_duration(Duration::from_secs(7), 0.01),
+            Duration::from_millis(70)
+        );
+        assert_eq!(
+            scale_duration(DEFAULT_RETRY_AFTER, 0.01),
+            Duration::from_millis(600)
+        );
+    }
+
+    #[test]
+    fn a_time_scale_is_refused_off_loopback_and_out_of_range() {
+        let e = LatitudeClient::new(config("https://api.latitude.sh").scaled(0.1)).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        for bad in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY] {
+            assert!(LatitudeClient::new(config("http://127.0.0.1:1").scaled(bad)).is_err());
+        }
+        assert!(LatitudeClient::new(config("https://api.latitude.sh").scaled(1.0)).is_ok());
+        assert!(LatitudeClient::new(config("https://localhost:8443").scaled(0.2)).is_ok());
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for yes in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5",
+            "https://localhost/",
+            "http://lab.localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(is_loopback_url(yes), "{yes}");
+        }
+        for no in [
+            "https://api.latitude.sh",
+            "https://api.example.invalid",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "not a url",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(!is_loopback_url(no), "{no}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod model;
 pub mod provider;
 pub mod ratelimit;
 
-pub use client::{API_VERSION, ClientConfig, DEFAULT_BASE_URL, LatitudeClient};
+pub use client::{API_VERSION, ClientConfig, DEFAULT_BASE_URL, LatitudeClient, is_loopback_url};
 pub use error::{ApiError, LatitudeError};
 pub use model::{
     CreateServer, OperatingSystem, Plan, Project, Region, Reinstall, Server, ServerFilter,

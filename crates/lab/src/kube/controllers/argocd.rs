@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    State as Controllers, builtin, labelled, list, name_of, namespace_of, resource_of, scaled,
-    str_at,
+    State as Controllers, builtin, labelled, list, name_of, namespace_of, resource_of, str_at,
 };
+use crate::durations::Phase;
 use crate::gitops;
 use crate::kube::objects;
 use crate::kube::server::Shared;
@@ -185,7 +185,14 @@ fn process(
         sync.since = Instant::now();
         return;
     }
-    let delay = scaled(shared, shared.options.lab.timeline.argocd_sync);
+    // The jitter subject of the current wait: `<app>/wave-<i>` before a directory
+    // Application applies its i-th sync wave (0-based) and, with i = the number of waves,
+    // before it reports Synced; `<app>` for an Application without manifests.
+    let subject = match &sync.waves {
+        Ok(waves) if !waves.is_empty() => format!("{name}/wave-{}", sync.applied),
+        _ => name.clone(),
+    };
+    let delay = shared.durations.real(Phase::ArgocdSync, &subject);
     let waves = match &sync.waves {
         Ok(waves) => waves.clone(),
         Err(error) => {
@@ -328,6 +335,10 @@ fn process(
         }
         status
     });
+    shared.observer.condition(format!(
+        "application/{name}/{}",
+        health.0.to_ascii_lowercase()
+    ));
     tracing::info!(app = %name, health = health.0, "lab Argo CD Application synced");
     sync.done = true;
 }

@@ -17,7 +17,8 @@
 //!   Vault API (init, unseal, seal status, health) behind the API server's service and pod
 //!   proxy.
 //!
-//! The controllers run in one task, every [`TICK`], and write through the same code paths as
+//! The controllers run in one task, every [`crate::durations::Durations::tick`] (half a modelled
+//! second, within 2–25 ms of real time), and write through the same code paths as
 //! clients ([`Shared`]'s write verbs), so they obey the API's rules. Their timers live in
 //! memory; what they concluded lives in the objects' status, so a restarted lab picks up where
 //! it was (a rolled-out Deployment stays rolled out).
@@ -39,9 +40,6 @@ use super::discovery::ResourceType;
 use super::objects;
 use super::server::Shared;
 use super::store::Gvr;
-
-/// How often the controllers look at the cluster.
-const TICK: Duration = Duration::from_millis(25);
 
 /// What the controllers remember between ticks.
 #[derive(Default)]
@@ -67,21 +65,17 @@ impl State {
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut state = State::default();
+    let tick = shared.durations.tick();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
         workloads::reconcile(&shared, &mut state);
         argocd::reconcile(&shared, &mut state);
         storage::reconcile(&shared, &mut state);
         vault::reconcile(&shared, &mut state);
     }
-}
-
-/// A modelled duration in real time.
-fn scaled(shared: &Shared, modelled_seconds: f64) -> Duration {
-    Duration::from_millis(shared.options.lab.scaled_ms(modelled_seconds).max(0) as u64)
 }
 
 /// A built-in resource type (always registered).

@@ -6,18 +6,20 @@
 //!   `spec.disks[0]` is one of that node's disks (`/dev/nvme1n1`, `aio:///dev/nvme1n1`,
 //!   `uring://…`, `/dev/disk/by-id/nvme-…`; see `crate::talos::disks`) that is not the system
 //!   disk becomes `cr_state: Created`, `pool_status: Online` with the disk's capacity after
-//!   `timeline.diskpool_create` seconds ([`POOL_CREATE`]); otherwise it stays `Creating` /
-//!   `Unknown` with a Warning event.
+//!   `timeline.diskpool_create` modelled seconds (jittered per pool name); otherwise it stays
+//!   `Creating` / `Unknown` with a Warning event.
 //! * PersistentVolumeClaims: a claim without `spec.storageClassName` gets the default
 //!   StorageClass (annotation `storageclass.kubernetes.io/is-default-class: "true"`; the newest
 //!   wins). A claim of a class provisioned by `io.openebs.csi-mayastor` (once openebs is
 //!   Healthy and `parameters.repl` pools are Online) or by `rancher.io/local-path` /
-//!   `openebs.io/local` is bound after [`BIND`] seconds: a PersistentVolume `pvc-<uid>` is
+//!   `openebs.io/local` is bound `timeline.pvc_bind` modelled seconds after its class can
+//!   provision it (jittered per `<namespace>/<name>`): a PersistentVolume `pvc-<uid>` is
 //!   created and the claim gets `spec.volumeName` and `status.phase: Bound`.
 
 use serde_json::{Value, json};
 
-use super::{State, builtin, event, list, name_of, namespace_of, scaled, str_at};
+use super::{State, builtin, event, list, name_of, namespace_of, str_at};
+use crate::durations::Phase;
 use crate::kube::server::Shared;
 use crate::kube::write::WriteOptions;
 use crate::talos::disks;
@@ -27,10 +29,6 @@ pub(crate) const MAYASTOR_PROVISIONER: &str = "io.openebs.csi-mayastor";
 /// Local-path provisioners.
 const LOCAL_PROVISIONERS: &[&str] = &["rancher.io/local-path", "openebs.io/local"];
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
-/// Modelled seconds from a DiskPool's creation to `Online`.
-const POOL_CREATE: f64 = 5.0;
-/// Modelled seconds from a claim's creation to `Bound`.
-const BIND: f64 = 3.0;
 const OPERATOR: &str = "openebs-operator-diskpool";
 
 /// The Application (any namespace) of `chart` (or named `chart`) once it is Healthy.
@@ -167,7 +165,8 @@ fn diskpools(shared: &Shared, state: &mut State) {
         let (ns, name) = (namespace_of(&pool).to_string(), name_of(&pool).to_string());
         match pool_disk(shared, &pool) {
             Ok(disk) => {
-                if !state.elapsed(key.clone(), scaled(shared, POOL_CREATE)) {
+                let create = shared.durations.real(Phase::DiskPoolCreate, &name);
+                if !state.elapsed(key.clone(), create) {
                     write_pool(shared, pools, &ns, &name, "Creating", "Unknown", 0);
                     continue;
                 }
@@ -177,6 +176,7 @@ fn diskpools(shared: &Shared, state: &mut State) {
                     .size
                     .saturating_sub(disk.size % (4 << 20))
                     .saturating_sub(4 << 20);
+                shared.observer.condition(format!("diskpool/{name}/online"));
                 if let Some(stored) =
                     write_pool(shared, pools, &ns, &name, "Created", "Online", capacity)
                 {
@@ -329,12 +329,16 @@ fn claims(shared: &Shared, state: &mut State, openebs: bool) {
             pending(shared, pvcs, &ns, &name);
             continue;
         }
-        if !state.elapsed(key.clone(), scaled(shared, BIND)) {
+        let bind_after = shared
+            .durations
+            .real(Phase::PvcBind, &format!("{ns}/{name}"));
+        if !state.elapsed(key.clone(), bind_after) {
             pending(shared, pvcs, &ns, &name);
             continue;
         }
         state.forget(&key);
         bind(shared, &claim, &class, &provisioner);
+        shared.observer.condition(format!("pvc/{ns}/{name}/bound"));
     }
 }
 

@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::{
-    State, builtin, condition, condition_true, event, helm, list, name_of, namespace_of, scaled,
-    str_at,
+    State, builtin, condition, condition_true, event, helm, list, name_of, namespace_of, str_at,
 };
+use crate::durations::Phase;
 use crate::kube::objects;
 use crate::kube::server::Shared;
 
@@ -65,15 +65,21 @@ pub(super) fn reconcile(shared: &Shared, state: &mut State) {
             );
             let already = rolled_out(&object, kind, generation, desired);
             let can_schedule = schedulable(&object["spec"]["template"]["spec"]);
+            let subject = format!("{}/{}", namespace_of(&object), name_of(&object));
             let rolled = desired == 0
                 || already
                 || (can_schedule
                     && state.elapsed(
                         key.clone(),
-                        scaled(shared, shared.options.lab.timeline.workload_rollout),
+                        shared.durations.real(Phase::WorkloadRollout, &subject),
                     ));
             if !can_schedule {
                 state.forget(&key);
+            }
+            if rolled && !already {
+                shared
+                    .observer
+                    .condition(format!("rollout/{}/{subject}", kind.name()));
             }
             shared.write_status(rt, namespace_of(&object), name_of(&object), |o| {
                 let status = workload_status(o, kind, generation, desired, rolled);
@@ -95,6 +101,17 @@ enum Kind {
     Deployment,
     StatefulSet,
     DaemonSet,
+}
+
+impl Kind {
+    /// The kind in `rollout/<kind>/<ns>/<name>` conditions.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployment",
+            Kind::StatefulSet => "statefulset",
+            Kind::DaemonSet => "daemonset",
+        }
+    }
 }
 
 fn int(object: &Value, pointer: &str) -> i64 {
@@ -249,7 +266,9 @@ fn jobs(shared: &Shared, state: &mut State, schedulable: &dyn Fn(&Value) -> bool
         let done = can_schedule
             && state.elapsed(
                 key.clone(),
-                scaled(shared, shared.options.lab.timeline.job_run),
+                shared
+                    .durations
+                    .real(Phase::JobRun, &format!("{ns}/{name}")),
             );
         if !can_schedule {
             state.forget(&key);
@@ -306,6 +325,14 @@ fn jobs(shared: &Shared, state: &mut State, schedulable: &dyn Fn(&Value) -> bool
                 }
             };
         });
+        let outcome_name = if outcome.is_ok() {
+            "complete"
+        } else {
+            "failed"
+        };
+        shared
+            .observer
+            .condition(format!("job/{ns}/{name}/{outcome_name}"));
         if let (Some(job), Err(why)) = (stored, &outcome) {
             tracing::info!(namespace = %ns, job = %name, error = %why, "lab Job failed");
             event(
@@ -366,6 +393,9 @@ fn make_ready(shared: &Shared, node: &Value) {
         }
     });
     if let Some(node) = stored {
+        shared
+            .observer
+            .condition(format!("node/{}/ready", name_of(&node)));
         tracing::info!(node = %name_of(&node), "lab Node is Ready (the CNI runs)");
         event(
             shared,

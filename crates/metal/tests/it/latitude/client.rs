@@ -137,6 +137,23 @@ async fn a_429_is_honoured_then_retried_even_for_a_post() {
 }
 
 #[tokio::test]
+async fn a_scaled_client_pauses_retry_after_in_scaled_time() {
+    // A lab at 1/100 of real time asks for 100 modelled seconds: the pause is 1 real second.
+    let api = FakeApi::start(|_, n| match n {
+        0 => Canned::json(429, rate_limited_429(100)),
+        _ => Canned::json(201, CREATE_201),
+    })
+    .await;
+    let client = LatitudeClient::new(api.config().scaled(0.01)).unwrap();
+    let started = Instant::now();
+    client.create_server(&ipxe_order()).await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert_eq!(client.stats().http_429, 1);
+}
+
+#[tokio::test]
 async fn rate_limited_after_the_retries_is_an_error() {
     let api =
         FakeApi::start(|_, _| Canned::json(429, rate_limited_429(0)).request_id("req_rl")).await;
