@@ -22,7 +22,7 @@
 //! under `baseline_sequential`); progress goes to stderr. Exit status 0 when every run
 //! completed; targets are judged by a reader of the numbers (docs/performance.md), never here.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -202,6 +202,8 @@ struct Process {
     started_ms: i64,
     wall: Duration,
     usage: Usage,
+    /// `(step, unix ms)` of every `step_finished` event, as the bench saw it.
+    finished: Vec<(String, i64)>,
 }
 
 /// One world (a lab) and the installer runs against it.
@@ -272,22 +274,32 @@ impl World {
         // The JSON event stream: drained so the installer never blocks; the last step seen is
         // shown as progress.
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let tty = std::io::stderr().is_terminal();
         let reader = std::thread::spawn(move || {
             let mut last = String::new();
+            let mut finished = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["event"] == "step_started"
-                {
-                    last = event["step"].as_str().unwrap_or_default().to_owned();
-                    eprint!("\rxtask bench:   {last:<32}");
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let step = event["step"].as_str().unwrap_or_default().to_owned();
+                if event["event"] == "step_started" {
+                    if tty {
+                        eprint!("\rxtask bench:   {step:<32}");
+                    }
+                    last = step;
+                } else if event["event"] == "step_finished" {
+                    finished.push((step, unix_ms()));
                 }
             }
-            eprintln!();
-            last
+            if tty {
+                eprintln!();
+            }
+            (last, finished)
         });
         let usage = wait_with_usage(child)?;
         let wall = started.elapsed();
-        let last_step = reader.join().unwrap_or_default();
+        let (last_step, finished) = reader.join().unwrap_or_default();
         if usage.code != Some(0) {
             let mut text = String::new();
             let _ = std::fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut text));
@@ -305,6 +317,7 @@ impl World {
             started_ms,
             wall,
             usage,
+            finished,
         })
     }
 
@@ -391,6 +404,61 @@ fn measure(
         );
     }
     let count = |name: &str| stats[name].as_u64().unwrap_or(0);
+    let modelled_since_start = |ms: i64| round((ms - start_ms) as f64 / 1000.0 / time_scale, 1);
+    // Where the time went: when each step finished, beside the step-ordered bound's time for
+    // it, and when the lab saw each milestone's conditions, beside the DAG bound's.
+    let mut steps = serde_json::Map::new();
+    for (step, at) in runs.iter().flat_map(|r| r.finished.iter()) {
+        let bound = bound["steps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["step"] == step.as_str()))
+            .map(|s| s["step_ordered_modelled_s"].clone())
+            .unwrap_or(Value::Null);
+        steps.insert(
+            step.clone(),
+            json!({"modelled_s": modelled_since_start(*at), "step_ordered_modelled_s": bound}),
+        );
+    }
+    let conditions = world.get("/_lab/conditions")?;
+    let seen = |prefix: &str, suffix: &str| {
+        conditions["conditions"].as_array().and_then(|all| {
+            all.iter()
+                .filter(|c| {
+                    c["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+                })
+                .filter_map(|c| c["at_ms"].as_i64())
+                .max()
+        })
+    };
+    let mut milestones = Vec::new();
+    for (name, prefix, suffix) in [
+        ("all_talos_maintenance", "server/", "/talos_maintenance"),
+        ("all_configs_applied", "server/", "/config_applied"),
+        ("all_installed", "server/", "/installed"),
+        ("bootstrapped", "cluster/", "/bootstrapped"),
+        ("all_nodes_registered", "node/", "/registered"),
+        ("all_nodes_ready", "node/", "/ready"),
+        ("gitops_synced", "application/", "/healthy"),
+        ("storage_ready", "pvc/", "/bound"),
+    ] {
+        let dag = bound["milestones"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["name"] == name))
+            .map(|m| m["dag_modelled_s"].clone())
+            .unwrap_or(Value::Null);
+        milestones.push(json!({
+            "name": name,
+            "modelled_s": seen(prefix, suffix).map(modelled_since_start),
+            "dag_modelled_s": dag,
+        }));
+    }
+    // The lab's own CPU: when it nears the wall time, the lab, not the installer, is slow.
+    let lab_cpu_s = match world.lab.kill() {
+        Some(child) => wait_with_usage(child).map(|u| u.cpu_s).ok(),
+        None => None,
+    };
     Ok(json!({
         "wall_s": round(wall_s, 3),
         "critical_path_s": round(critical_path_s, 3),
@@ -405,10 +473,12 @@ fn measure(
         "peak_rss_mb": round(peak_rss_kb as f64 / 1024.0, 1),
         "cpu_s": round(cpu_s, 2),
         "resume_overhead_s": resume_overhead_s.map(|s| round(s, 3)),
+        "lab_cpu_s": lab_cpu_s.map(|s| round(s, 2)),
         "time_scale": time_scale,
         "modelled_wall_s": round(wall_s / time_scale, 1),
         "modelled_critical_path_s": round(critical_path_s / time_scale, 1),
-        "milestones": bound["milestones"].clone(),
+        "steps": steps,
+        "milestones": milestones,
     }))
 }
 

@@ -47,7 +47,7 @@ pub fn build_cto(release: bool) -> Result<PathBuf, String> {
 
 /// A `cto lab serve` child process, killed when dropped.
 pub struct Lab {
-    child: Child,
+    child: Option<Child>,
     /// Its Latitude API URL.
     pub url: String,
 }
@@ -93,14 +93,27 @@ impl Lab {
             .to_owned();
         // Keep draining stdout so the lab never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Lab { child, url })
+        Ok(Lab {
+            child: Some(child),
+            url,
+        })
+    }
+
+    /// Stops the lab (SIGKILL) and hands back its process, unreaped, for the caller to wait
+    /// on (the bench reads its CPU time with `wait4`).
+    pub fn kill(mut self) -> Option<Child> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        Some(child)
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -220,6 +220,12 @@ impl<P: Provider> Orchestrator<P> {
         let mut early_task: JoinSet<Vec<String>> = JoinSet::new();
         let mut early_started = false;
         let mut early_applied: Vec<String> = Vec::new();
+        // The cluster's secrets cost about a second of CPU (an RSA-4096 key): they are
+        // generated on a blocking thread while the servers deploy, handed to GeneratingConfigs,
+        // and written to disk only there. Dropped unused if the run stops or fails before.
+        let mut secrets_task = self
+            .secrets_wanted()
+            .then(|| tokio::task::spawn_blocking(metal::talos::secrets::SecretsBundle::generate));
 
         loop {
             let Some(step) = self.store.checkpoint().next_step() else {
@@ -240,6 +246,13 @@ impl<P: Provider> Orchestrator<P> {
             {
                 // Its errors were logged and reported; step 11 finds out for itself.
                 early_applied = joined.unwrap_or_default();
+            }
+            let mut pregenerated_secrets = None;
+            if step == Step::GeneratingConfigs
+                && let Some(task) = secrets_task.take()
+            {
+                // A failure here is left to the step, which generates the bundle itself.
+                pregenerated_secrets = task.await.ok().and_then(Result::ok);
             }
             if !steps::is_implemented(step) {
                 return Err(InstallError::NotImplemented {
@@ -267,6 +280,7 @@ impl<P: Provider> Orchestrator<P> {
                     gitops_token: self.options.gitops_token.as_ref(),
                     options: &self.options,
                     early_applied: &early_applied,
+                    pregenerated_secrets,
                 };
                 steps::run(step, &mut ctx).await
             };
@@ -308,6 +322,23 @@ impl<P: Provider> Orchestrator<P> {
     /// ApplyingWorkerConfig is still ahead, and this run will get to it (`--stop-after` does
     /// not stop it earlier). Never in the sequential baseline. On `--resume` this holds at the
     /// start of a run that continues between steps 8 and 10.
+    /// Whether this run will reach GeneratingConfigs without a secrets bundle: none recorded,
+    /// none on disk, and no `--stop-after` before it.
+    fn secrets_wanted(&self) -> bool {
+        let cp = self.store.checkpoint();
+        !cp.completed.contains(&Step::GeneratingConfigs)
+            && cp.resolved.secrets_sha256.is_none()
+            && self
+                .options
+                .stop_after
+                .is_none_or(|stop| stop >= Step::GeneratingConfigs)
+            && !self
+                .store
+                .dir()
+                .join(crate::steps::talos_bootstrap::SECRETS_FILE)
+                .exists()
+    }
+
     fn prefetch_workers_before(&self, step: Step) -> bool {
         !self.options.timings.sequential
             && step > Step::ApplyingCPConfig
@@ -333,6 +364,7 @@ impl<P: Provider> Orchestrator<P> {
                 gitops_token: self.options.gitops_token.as_ref(),
                 options: &self.options,
                 early_applied: &[],
+                pregenerated_secrets: None,
             };
             steps::WorkerPrefetch::plan(&mut ctx)
         };

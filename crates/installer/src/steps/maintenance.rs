@@ -1,7 +1,8 @@
 //! Step 5, WaitingTalosMaintenance: every node's Talos API on :50000 must answer as Talos
 //! maintenance mode does (TLS without a client certificate, ALPN h2, `Version` unimplemented).
 //! Nodes are probed concurrently (at most `max_parallel_nodes` probes in flight), each on its
-//! own backoff ([`NodeBackoff`]: `poll_min` growing to a few seconds, or exactly `fixed_poll`);
+//! own backoff ([`NodeBackoff`]: `poll_min` growing to a few seconds, or exactly `fixed_poll`;
+//! the sequential baseline waits for one node after another);
 //! the certificate fingerprint of each node is recorded for the log, since maintenance mode
 //! cannot be verified against a CA.
 
@@ -32,6 +33,8 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
     let records = ctx.checkpoint().servers.clone();
     let in_flight = Arc::new(Semaphore::new(ctx.timings.max_parallel_nodes.max(1)));
     let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
     for record in records {
         let ip = record.primary_ipv4.ok_or_else(|| StepError::Inconsistent {
             what: format!("the IPv4 address of {}", record.hostname),
@@ -82,15 +85,58 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
                 tokio::time::sleep(backoff.next_interval()).await;
             }
         });
+        // The sequential baseline (benchmark only) waits for one node before the next.
+        if ctx.timings.sequential
+            && let Some(Ok((hostname, addr, result))) = tasks.join_next().await
+        {
+            outcome.record(ctx, hostname, addr, result)?;
+        }
     }
 
-    let started = Instant::now();
-    let mut failures: Vec<StepError> = Vec::new();
-    let mut timed_out: Vec<String> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((hostname, addr, result)) = joined else {
             continue;
         };
+        outcome.record(ctx, hostname, addr, result)?;
+    }
+    let Outcome {
+        failures,
+        timed_out,
+    } = outcome;
+    if let Some(first) = failures.into_iter().next() {
+        return Err(StepFailure::Failed(first));
+    }
+    if !timed_out.is_empty() {
+        return Err(StepError::Timeout {
+            what: "nodes to reach Talos maintenance mode".into(),
+            waited_s: started
+                .elapsed()
+                .as_secs()
+                .max(ctx.timings.maintenance_timeout.as_secs()),
+            pending: timed_out.join("; "),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What the finished node waits found: nodes that cannot be used, nodes that never answered.
+#[derive(Default)]
+struct Outcome {
+    failures: Vec<StepError>,
+    timed_out: Vec<String>,
+}
+
+impl Outcome {
+    /// Reports one node's result and records its maintenance-mode key in the checkpoint.
+    fn record<P: Provider>(
+        &mut self,
+        ctx: &mut StepContext<'_, P>,
+        hostname: String,
+        addr: SocketAddr,
+        result: NodeResult,
+    ) -> Result<(), StepFailure> {
+        let (failures, timed_out) = (&mut self.failures, &mut self.timed_out);
         match result {
             NodeResult::Maintenance { spki } => {
                 tracing::info!(%hostname, %addr, spki_sha256 = %spki, "node is in Talos maintenance mode");
@@ -110,20 +156,6 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
             }),
             NodeResult::TimedOut { last } => timed_out.push(format!("{hostname} at {addr}: {last}")),
         }
+        Ok(())
     }
-    if let Some(first) = failures.into_iter().next() {
-        return Err(StepFailure::Failed(first));
-    }
-    if !timed_out.is_empty() {
-        return Err(StepError::Timeout {
-            what: "nodes to reach Talos maintenance mode".into(),
-            waited_s: started
-                .elapsed()
-                .as_secs()
-                .max(ctx.timings.maintenance_timeout.as_secs()),
-            pending: timed_out.join("; "),
-        }
-        .into());
-    }
-    Ok(())
 }

@@ -9,7 +9,7 @@ mod maintenance;
 mod platform;
 mod post_install;
 mod prerequisites;
-mod talos_bootstrap;
+pub(crate) mod talos_bootstrap;
 
 pub(crate) use gitops::application_problem;
 pub(crate) use platform::{daemonset_verdict, node_ready};
@@ -44,6 +44,9 @@ pub(crate) struct StepContext<'a, P: Provider> {
     /// Workers whose config this run's early task (started after ApplyingCPConfig) applied;
     /// ApplyingWorkerConfig records them without another call. Empty otherwise.
     pub early_applied: &'a [String],
+    /// A secrets bundle generated in the background since the run started (GeneratingConfigs
+    /// only, and only when none existed); the step persists it as if it had generated it.
+    pub pregenerated_secrets: Option<metal::talos::secrets::SecretsBundle>,
 }
 
 impl<P: Provider> StepContext<'_, P> {

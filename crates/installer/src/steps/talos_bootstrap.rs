@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metal::provider::Provider;
-use metal::talos::client::{ApplyMode, BootstrapOutcome, TalosClient};
+use metal::talos::client::{ApplyMode, BootstrapOutcome, BootstrapRetry, TalosClient};
 use metal::talos::config::{BootstrapConfig, ConfigPatch, MachineType, PatchTarget};
 use metal::talos::secrets::SecretsBundle;
 use metal::talos::talosconfig::{Talosconfig, admin_talosconfig};
@@ -91,9 +91,12 @@ fn secrets<P: Provider>(ctx: &mut StepContext<'_, P>) -> Result<SecretsBundle, S
         });
     }
     ctx.progress("generating the cluster's secrets (CAs, keys, tokens)");
-    let bundle = SecretsBundle::generate().map_err(|e| StepError::Inconsistent {
-        what: format!("a secrets bundle: {e}"),
-    })?;
+    let bundle = match ctx.pregenerated_secrets.take() {
+        Some(bundle) => bundle,
+        None => SecretsBundle::generate().map_err(|e| StepError::Inconsistent {
+            what: format!("a secrets bundle: {e}"),
+        })?,
+    };
     let text = bundle.to_yaml().map_err(|e| StepError::Inconsistent {
         what: format!("a secrets.yaml encoding: {e}"),
     })?;
@@ -808,14 +811,24 @@ pub(crate) async fn bootstrapping<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
         address: addr.to_string(),
         message,
     };
-    // `bootstrap` itself retries UNAVAILABLE and FailedPrecondition; a connection that fails
-    // or a call cut off (a flaky network, a node briefly unavailable) is retried here.
+    // `bootstrap` itself retries UNAVAILABLE and FailedPrecondition (etcd not waiting for it
+    // yet), on the same clock as the other Talos waits; a connection that fails or a call cut
+    // off (a flaky network, a node briefly unavailable) is retried here.
     let started = Instant::now();
     let mut interval = talos_poll_first(ctx.timings.time_scale);
+    let retry = BootstrapRetry {
+        initial_delay: pause(ctx.timings.fixed_poll, interval),
+        max_delay: pause(
+            ctx.timings.fixed_poll,
+            talos_poll_max(ctx.timings.time_scale),
+        ),
+        max_elapsed: ctx.timings.install_timeout,
+    };
     let outcome = loop {
         let attempt =
             match TalosClient::connect(addr, &talosconfig, ctx.timings.probe_timeout).await {
-                Ok(mut client) => client
+                Ok(client) => client
+                    .with_bootstrap_retry(retry)
                     .bootstrap()
                     .await
                     .map_err(|e| (is_transient_talos(&e), format!("bootstrapping etcd: {e}"))),
