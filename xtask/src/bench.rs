@@ -19,7 +19,11 @@
 //!    not depend on.
 //!
 //! Prints one JSON object on stdout (the installer's figures at the top level, the baseline's
-//! under `baseline_sequential`); progress goes to stderr. Exit status 0 when every run
+//! under `baseline_sequential`); progress goes to stderr. Besides the totals, each run says
+//! where its time went: `steps` (when each step finished, modelled seconds from the start,
+//! beside the step-ordered bound's time for it), `milestones` (when the lab saw the last node
+//! in maintenance, installed, registered, Ready, …, beside the DAG bound's) and `lab_cpu_s`
+//! (the emulator's own CPU: when it nears the wall time, the lab, not the installer, is slow). Exit status 0 when every run
 //! completed; targets are judged by a reader of the numbers (docs/performance.md), never here.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};

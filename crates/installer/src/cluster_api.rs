@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -90,6 +90,10 @@ pub fn describe_kube_error(e: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// At most this many watch events already received are applied before a wait's condition is
+/// checked again.
+const MAX_EVENTS_PER_CHECK: usize = 1024;
 
 /// The field manager of every server-side apply the installer makes.
 pub const FIELD_MANAGER: &str = "cto";
@@ -241,6 +245,26 @@ impl ClusterApi {
                 o.meta().name.as_deref().unwrap_or_default()
             )
         };
+        // Applies one event; true when it completed a (re-)list.
+        let mut apply = |event: watcher::Event<K>, objects: &mut BTreeMap<String, K>| {
+            match event {
+                watcher::Event::Init => buffer.clear(),
+                watcher::Event::InitApply(o) => {
+                    buffer.insert(key(&o), o);
+                }
+                watcher::Event::InitDone => {
+                    *objects = std::mem::take(&mut buffer);
+                    return true;
+                }
+                watcher::Event::Apply(o) => {
+                    objects.insert(key(&o), o);
+                }
+                watcher::Event::Delete(o) => {
+                    objects.remove(&key(&o));
+                }
+            }
+            false
+        };
         loop {
             let event = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_) => return Err(WaitError::Timeout { pending }),
@@ -255,20 +279,19 @@ impl ClusterApi {
                 }
                 Ok(Some(Ok(event))) => event,
             };
-            match event {
-                watcher::Event::Init => buffer.clear(),
-                watcher::Event::InitApply(o) => {
-                    buffer.insert(key(&o), o);
-                }
-                watcher::Event::InitDone => {
-                    objects = std::mem::take(&mut buffer);
-                    listed = true;
-                }
-                watcher::Event::Apply(o) => {
-                    objects.insert(key(&o), o);
-                }
-                watcher::Event::Delete(o) => {
-                    objects.remove(&key(&o));
+            listed |= apply(event, &mut objects);
+            // Take every event that has already arrived before judging: a burst of N changes
+            // (N Nodes turning Ready, N pools Online) costs one check, not N checks over N
+            // objects. Bounded, so a stream that never pauses is still judged.
+            for _ in 0..MAX_EVENTS_PER_CHECK {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(event))) => listed |= apply(event, &mut objects),
+                    Some(Some(Err(e))) => {
+                        pending = format!("{pending} (watch error: {e})");
+                        break;
+                    }
+                    // Nothing more yet (or the stream ended: the next await says so).
+                    Some(None) | None => break,
                 }
             }
             if listed {

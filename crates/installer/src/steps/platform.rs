@@ -14,7 +14,7 @@
 //! `cto.dev/chart-repo`, `cto.dev/chart-version`, `cto.dev/values-configmap`,
 //! `cto.dev/release-namespace`): keep them stable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -647,6 +647,34 @@ pub(crate) fn node_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Every wanted Node exists and is Ready, and so is every other Node: linear in the Nodes.
+pub(crate) fn nodes_ready_verdict<'a>(
+    wanted: &BTreeSet<String>,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Verdict {
+    let mut ready: BTreeSet<&str> = BTreeSet::new();
+    let mut not_ready: Vec<String> = Vec::new();
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        if node_ready(node) {
+            ready.insert(name);
+        } else if !wanted.contains(name) {
+            not_ready.push(name.to_owned());
+        }
+    }
+    let mut missing: Vec<String> = wanted
+        .iter()
+        .filter(|w| !ready.contains(w.as_str()))
+        .cloned()
+        .collect();
+    missing.append(&mut not_ready);
+    if missing.is_empty() {
+        Verdict::Done
+    } else {
+        Verdict::Pending(format!("NotReady: {}", missing.join(", ")))
+    }
+}
+
 /// Combines verdicts: failed if any failed, pending listing every pending one, else done.
 pub(crate) fn all_of(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
     let mut pending = Vec::new();
@@ -712,59 +740,40 @@ pub(crate) async fn deploying_cilium<P: Provider>(ctx: &mut StepContext<'_, P>) 
 
     let timeout = ctx.timings.rollout_timeout;
     let started = Instant::now();
-    let config = watcher::Config::default().fields("metadata.name=cilium");
-    api.wait_for(
-        api.namespaced::<DaemonSet>(CILIUM.namespace),
-        config,
-        timeout,
-        |all| match all.values().next() {
-            Some(ds) => daemonset_verdict(ds),
-            None => Verdict::Pending("DaemonSet kube-system/cilium not created yet".into()),
-        },
-    )
-    .await
-    .map_err(|e| wait_failure("the cilium agent DaemonSet to be ready", started, e))?;
-    ctx.progress("cilium agent ready on every node");
-
-    let wanted: Vec<String> = ctx
+    let wanted: BTreeSet<String> = ctx
         .checkpoint()
         .servers
         .iter()
         .map(|s| s.hostname.clone())
         .collect();
-    let started = Instant::now();
-    let nodes = api
-        .wait_for(
-            api.all::<Node>(),
-            watcher::Config::default(),
+    // The agent DaemonSet and the Nodes are watched at the same time: both must hold, and
+    // neither needs the other to be seen first.
+    let daemonset = async {
+        let config = watcher::Config::default().fields("metadata.name=cilium");
+        api.wait_for(
+            api.namespaced::<DaemonSet>(CILIUM.namespace),
+            config,
             timeout,
-            |all| {
-                let by_name: BTreeMap<&str, &Node> = all
-                    .values()
-                    .map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n))
-                    .collect();
-                let not_ready: Vec<String> = wanted
-                    .iter()
-                    .filter(|w| !by_name.get(w.as_str()).is_some_and(|n| node_ready(n)))
-                    .cloned()
-                    .chain(
-                        by_name
-                            .iter()
-                            .filter(|(n, node)| {
-                                !wanted.iter().any(|w| w == *n) && !node_ready(node)
-                            })
-                            .map(|(n, _)| (*n).to_owned()),
-                    )
-                    .collect();
-                if not_ready.is_empty() {
-                    Verdict::Done
-                } else {
-                    Verdict::Pending(format!("NotReady: {}", not_ready.join(", ")))
-                }
+            |all| match all.values().next() {
+                Some(ds) => daemonset_verdict(ds),
+                None => Verdict::Pending("DaemonSet kube-system/cilium not created yet".into()),
             },
         )
         .await
-        .map_err(|e| wait_failure("every Node to be Ready", started, e))?;
+        .map_err(|e| wait_failure("the cilium agent DaemonSet to be ready", started, e))
+    };
+    let nodes = async {
+        api.wait_for(
+            api.all::<Node>(),
+            watcher::Config::default(),
+            timeout,
+            |all| nodes_ready_verdict(&wanted, all.values()),
+        )
+        .await
+        .map_err(|e| wait_failure("every Node to be Ready", started, e))
+    };
+    let (_, nodes) = tokio::try_join!(daemonset, nodes)?;
+    ctx.progress("cilium agent ready on every node");
     for node in nodes.values() {
         if let Some(name) = node.metadata.name.as_deref() {
             ctx.node_status(name, "Ready", None);
@@ -1023,6 +1032,31 @@ mod tests {
             Verdict::Failed(m) => assert!(m.contains("BackoffLimitExceeded"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn nodes_are_ready_when_every_wanted_and_every_other_node_is() {
+        let node = |name: &str, ready: bool| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [
+                    {"type": "Ready", "status": if ready { "True" } else { "False" }}
+                ]},
+            }))
+            .unwrap()
+        };
+        let wanted: BTreeSet<String> = ["a", "b"].iter().map(|s| (*s).to_owned()).collect();
+        let Verdict::Pending(p) = nodes_ready_verdict(&wanted, &[node("a", true)]) else {
+            panic!()
+        };
+        assert_eq!(p, "NotReady: b");
+        let nodes = [node("a", true), node("b", true), node("x", false)];
+        let Verdict::Pending(p) = nodes_ready_verdict(&wanted, &nodes) else {
+            panic!()
+        };
+        assert_eq!(p, "NotReady: x");
+        let nodes = [node("a", true), node("b", true), node("x", true)];
+        assert_eq!(nodes_ready_verdict(&wanted, &nodes), Verdict::Done);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{
@@ -218,7 +220,11 @@ fn talosconfig_of<P: Provider>(ctx: &StepContext<'_, P>) -> Result<Talosconfig, 
     })
 }
 
-/// Finds each storage node's disk (flag, checkpoint, or Talos `Disks`) and records it.
+/// Finds each storage node's disk (flag, checkpoint, or Talos `Disks`) and records them.
+///
+/// The nodes whose disk is not known yet are asked concurrently (at most
+/// `max_parallel_nodes` at once); every disk found is recorded in one checkpoint update, also
+/// when another node failed, so a resumed run asks only the nodes still unknown.
 async fn resolve_disks<P: Provider>(
     ctx: &mut StepContext<'_, P>,
 ) -> Result<Vec<(String, String)>, StepFailure> {
@@ -227,58 +233,90 @@ async fn resolve_disks<P: Provider>(
         .into_iter()
         .cloned()
         .collect();
-    let mut talosconfig = None;
-    let mut out = Vec::new();
-    for node in nodes {
-        let known = ctx
-            .checkpoint()
-            .resolved
-            .storage_disks
-            .get(&node.hostname)
-            .cloned();
-        let disk = match (&spec.storage_disk, known) {
-            (Some(flag), _) => flag.clone(),
-            (None, Some(known)) => known,
+    let known = &ctx.checkpoint().resolved.storage_disks;
+    let mut disks: BTreeMap<String, String> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for node in &nodes {
+        match (&spec.storage_disk, known.get(&node.hostname)) {
+            (Some(flag), _) => {
+                disks.insert(node.hostname.clone(), flag.clone());
+            }
+            (None, Some(known)) => {
+                disks.insert(node.hostname.clone(), known.clone());
+            }
             (None, None) => {
                 let ip = node.primary_ipv4.ok_or_else(|| StepError::Inconsistent {
                     what: format!("the address of {}", node.hostname),
                 })?;
-                let addr = std::net::SocketAddr::from((ip, TALOS_API_PORT));
-                if talosconfig.is_none() {
-                    talosconfig = Some(talosconfig_of(ctx)?);
-                }
-                let Some(tc) = talosconfig.as_ref() else {
-                    unreachable!("set above")
-                };
-                let node_error = |message: String| StepError::Node {
-                    hostname: node.hostname.clone(),
-                    address: addr.to_string(),
-                    message,
-                };
-                let disks = async {
-                    let mut client = TalosClient::connect(addr, tc, ctx.timings.probe_timeout)
-                        .await
-                        .map_err(|e| format!("connecting over mutual TLS: {e}"))?;
-                    client
-                        .disks()
-                        .await
-                        .map_err(|e| format!("listing disks (Talos Disks API): {e}"))
-                }
-                .await
-                .map_err(node_error)?;
-                let disk = choose_disk(&disks).map_err(node_error)?;
-                ctx.node_status(&node.hostname, format!("Mayastor disk {disk}"), None);
-                disk
+                unknown.push((
+                    node.hostname.clone(),
+                    std::net::SocketAddr::from((ip, TALOS_API_PORT)),
+                ));
             }
-        };
-        let hostname = node.hostname.clone();
-        let recorded = disk.clone();
-        ctx.update(|cp| {
-            cp.resolved.storage_disks.insert(hostname, recorded);
-        })?;
-        out.push((node.hostname, disk));
+        }
     }
-    Ok(out)
+
+    let mut errors: BTreeMap<String, StepError> = BTreeMap::new();
+    if !unknown.is_empty() {
+        let talosconfig = talosconfig_of(ctx)?;
+        let tc = &talosconfig;
+        let probe_timeout = ctx.timings.probe_timeout;
+        let limit = ctx.timings.max_parallel_nodes.max(1);
+        let found: Vec<(String, std::net::SocketAddr, Result<String, String>)> =
+            futures::stream::iter(unknown)
+                .map(|(hostname, addr)| async move {
+                    let result = async {
+                        let mut client = TalosClient::connect(addr, tc, probe_timeout)
+                            .await
+                            .map_err(|e| format!("connecting over mutual TLS: {e}"))?;
+                        let disks = client
+                            .disks()
+                            .await
+                            .map_err(|e| format!("listing disks (Talos Disks API): {e}"))?;
+                        choose_disk(&disks)
+                    }
+                    .await;
+                    (hostname, addr, result)
+                })
+                .buffer_unordered(limit)
+                .collect()
+                .await;
+        for (hostname, addr, result) in found {
+            match result {
+                Ok(disk) => {
+                    ctx.node_status(&hostname, format!("Mayastor disk {disk}"), None);
+                    disks.insert(hostname, disk);
+                }
+                Err(message) => {
+                    errors.insert(
+                        hostname.clone(),
+                        StepError::Node {
+                            hostname,
+                            address: addr.to_string(),
+                            message,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // One checkpoint write for every node (only when something changes).
+    let changed = disks
+        .iter()
+        .any(|(h, d)| ctx.checkpoint().resolved.storage_disks.get(h) != Some(d));
+    if changed {
+        let recorded = disks.clone();
+        ctx.update(|cp| cp.resolved.storage_disks.extend(recorded))?;
+    }
+    // The first failing node, in the nodes' order.
+    if let Some(e) = nodes.iter().find_map(|n| errors.remove(&n.hostname)) {
+        return Err(e.into());
+    }
+    Ok(nodes
+        .into_iter()
+        .filter_map(|n| disks.remove(&n.hostname).map(|d| (n.hostname, d)))
+        .collect())
 }
 
 /// Step 20: DiskPools, the default StorageClass, pools Online and a PVC bound.
@@ -286,11 +324,23 @@ pub(crate) async fn configuring_storage<P: Provider>(ctx: &mut StepContext<'_, P
     let pools = resolve_disks(ctx).await?;
     let api = cluster(ctx).await?;
     let replicas = ctx.checkpoint().spec.storage_replicas;
-    for (hostname, disk) in &pools {
-        api.apply(&disk_pool(hostname, disk))
-            .await
-            .map_err(|e| kube_error(format!("the DiskPool of {hostname}"), e))?;
-    }
+    // Server-side applies are idempotent: every pool at once (bounded), first error in the
+    // nodes' order.
+    let limit = ctx.timings.max_parallel_nodes.max(1);
+    let applied: Vec<Result<(), StepError>> = futures::stream::iter(&pools)
+        .map(|(hostname, disk)| {
+            let api = &api;
+            async move {
+                api.apply(&disk_pool(hostname, disk))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| kube_error(format!("the DiskPool of {hostname}"), e))
+            }
+        })
+        .buffered(limit)
+        .collect()
+        .await;
+    applied.into_iter().collect::<Result<Vec<()>, _>>()?;
     api.apply(&storage_class(replicas))
         .await
         .map_err(|e| kube_error("the mayastor-nvme StorageClass", e))?;
@@ -327,9 +377,15 @@ pub(crate) async fn configuring_storage<P: Provider>(ctx: &mut StepContext<'_, P
     let dynamic: Api<DynamicObject> =
         Api::namespaced_with(api.client(), MAYASTOR_NAMESPACE, &disk_pool_resource());
     api.wait_for(dynamic, watcher::Config::default(), timeout, |all| {
+        // Only what the verdict reads: name and status, not a copy of each whole object.
         let values: Vec<Value> = all
             .values()
-            .filter_map(|o| serde_json::to_value(o).ok())
+            .map(|o| {
+                json!({
+                    "metadata": {"name": o.metadata.name},
+                    "status": o.data.get("status").cloned().unwrap_or(Value::Null),
+                })
+            })
             .collect();
         pools_verdict(&expected, &values)
     })

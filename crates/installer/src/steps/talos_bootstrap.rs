@@ -299,6 +299,18 @@ fn talos_poll_max(time_scale: f64) -> Duration {
         .max(TALOS_POLL_FLOOR)
 }
 
+/// The next finished task's output and every other one finished by now (tasks that panicked or
+/// were cancelled are left out), or `None` when no task is left. Lets a step record a burst of
+/// nodes in one checkpoint write instead of one write per node.
+async fn next_batch<T: 'static>(tasks: &mut JoinSet<T>) -> Option<Vec<T>> {
+    let first = tasks.join_next().await?;
+    let mut batch: Vec<T> = first.into_iter().collect();
+    while let Some(joined) = tasks.try_join_next() {
+        batch.extend(joined);
+    }
+    Some(batch)
+}
+
 /// At most `max_parallel_nodes` per-node tasks at once (never fewer than one).
 fn node_limit(timings: &Timings) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(timings.max_parallel_nodes.max(1)))
@@ -400,14 +412,19 @@ pub(crate) async fn applying_configs<P: Provider>(
     } else {
         Vec::new()
     };
-    for hostname in &early {
-        // Applied by this run's early task (the call returned success): record it now.
+    if !early.is_empty() {
+        // Applied by this run's early task (the call returned success): record them now, in
+        // one checkpoint write.
         let at = now_rfc3339();
         ctx.update(|cp| {
-            if let Some(s) = cp.server_mut(hostname) {
-                s.config = ConfigState::Applied { at };
+            for hostname in &early {
+                if let Some(s) = cp.server_mut(hostname) {
+                    s.config = ConfigState::Applied { at: at.clone() };
+                }
             }
         })?;
+    }
+    for hostname in &early {
         ctx.node_status(
             hostname,
             "config was applied early (during the control-plane bootstrap); installing",
@@ -422,11 +439,14 @@ pub(crate) async fn applying_configs<P: Provider>(
         return Ok(());
     }
     let env = ApplyEnv::new(ctx.timings, talosconfig_of(ctx)?);
-    for node in pending.iter().filter(|n| !n.intended) {
+    // Every intent is recorded before the first call, in one checkpoint write.
+    if pending.iter().any(|n| !n.intended) {
         let at = now_rfc3339();
         ctx.update(|cp| {
-            if let Some(s) = cp.server_mut(&node.hostname) {
-                s.config = ConfigState::Intended { at };
+            for node in pending.iter().filter(|n| !n.intended) {
+                if let Some(s) = cp.server_mut(&node.hostname) {
+                    s.config = ConfigState::Intended { at: at.clone() };
+                }
             }
         })?;
     }
@@ -450,27 +470,33 @@ pub(crate) async fn applying_configs<P: Provider>(
         });
     }
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((hostname, addr, result)) = joined else {
-            continue;
-        };
-        match result {
-            Ok(outcome) => {
-                ctx.node_status(&hostname, apply_note(&outcome), Some(addr.to_string()));
-                let at = now_rfc3339();
-                ctx.update(|cp| {
-                    if let Some(s) = cp.server_mut(&hostname) {
-                        s.config = ConfigState::Applied { at };
+    while let Some(batch) = next_batch(&mut tasks).await {
+        // Every node whose call has returned by now is recorded in one checkpoint write.
+        let mut applied = Vec::new();
+        for (hostname, addr, result) in batch {
+            match result {
+                Ok(outcome) => {
+                    ctx.node_status(&hostname, apply_note(&outcome), Some(addr.to_string()));
+                    applied.push(hostname);
+                }
+                Err(message) => {
+                    first_error.get_or_insert(StepError::Node {
+                        hostname,
+                        address: addr.to_string(),
+                        message,
+                    });
+                }
+            }
+        }
+        if !applied.is_empty() {
+            let at = now_rfc3339();
+            ctx.update(|cp| {
+                for hostname in &applied {
+                    if let Some(s) = cp.server_mut(hostname) {
+                        s.config = ConfigState::Applied { at: at.clone() };
                     }
-                })?;
-            }
-            Err(message) => {
-                first_error.get_or_insert(StepError::Node {
-                    hostname,
-                    address: addr.to_string(),
-                    message,
-                });
-            }
+                }
+            })?;
         }
     }
     match first_error {
@@ -670,24 +696,30 @@ pub(crate) async fn waiting_installed<P: Provider>(
         });
     }
     let mut pending_errors = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((hostname, addr, result)) = joined else {
-            continue;
-        };
-        match result {
-            Ok(tag) => {
-                ctx.node_status(
-                    &hostname,
-                    format!("installed, Talos {tag}"),
-                    Some(addr.to_string()),
-                );
-                ctx.update(|cp| {
-                    if let Some(s) = cp.server_mut(&hostname) {
+    while let Some(batch) = next_batch(&mut tasks).await {
+        // Every node seen installed by now is recorded in one checkpoint write.
+        let mut installed = Vec::new();
+        for (hostname, addr, result) in batch {
+            match result {
+                Ok(tag) => {
+                    ctx.node_status(
+                        &hostname,
+                        format!("installed, Talos {tag}"),
+                        Some(addr.to_string()),
+                    );
+                    installed.push(hostname);
+                }
+                Err(last) => pending_errors.push(format!("{hostname} at {addr}: {last}")),
+            }
+        }
+        if !installed.is_empty() {
+            ctx.update(|cp| {
+                for hostname in &installed {
+                    if let Some(s) = cp.server_mut(hostname) {
                         s.installed = true;
                     }
-                })?;
-            }
-            Err(last) => pending_errors.push(format!("{hostname} at {addr}: {last}")),
+                }
+            })?;
         }
     }
     if pending_errors.is_empty() {

@@ -429,6 +429,7 @@ impl Argo<'_> {
 struct Platform {
     cilium_job: Ev,
     all_ready: Ev,
+    local_path_job: Ev,
     local_path: Ev,
     argocd_job: Ev,
     argocd_ready: Ev,
@@ -442,7 +443,8 @@ enum Gating {
     /// As soon as the API answers (the DAG bound).
     ApiUp,
     /// When the previous step is done (the step-ordered bound): local-path once every Node is
-    /// Ready (steps 13–14), Argo CD once local-path is available (step 15).
+    /// Ready (steps 13–14), Argo CD once local-path's Job completed (step 15; its rollout is
+    /// waited for at the start of step 19).
     Steps,
 }
 
@@ -489,7 +491,7 @@ fn platform(
     );
     let argo_at = match gating {
         Gating::ApiUp => cilium_at,
-        Gating::Steps => local_path,
+        Gating::Steps => lp_job,
     };
     let argocd_job = s.after(
         format!(
@@ -515,6 +517,7 @@ fn platform(
     Platform {
         cilium_job,
         all_ready,
+        local_path_job: lp_job,
         local_path,
         argocd_job,
         argocd_ready,
@@ -804,9 +807,11 @@ fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
     // Every control plane is an etcd member (all installed by step 8); the API is up at once.
     let t10 = step(s, "WaitingKubernetes", &[t9]);
     milestones.insert("kubernetes_api_up", t10);
+    // The installer applies the workers' configs in the background once step 7 is done
+    // (docs/state-machine.md, "Overlap"); step 11 then only confirms them.
     for &i in &workers {
         let host = &shape.servers[i].hostname;
-        applied[i] = s.after(format!("{host}: config applied"), &[t10], 0.0);
+        applied[i] = s.after(format!("{host}: config applied (early)"), &[t7], 0.0);
     }
     let d: Vec<Ev> = workers.iter().map(|i| applied[*i]).chain([t10]).collect();
     let t11 = step(s, "ApplyingWorkerConfig", &d);
@@ -834,7 +839,7 @@ fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
     let p = platform(s, shape, timing, &nodes.registered, t12, Gating::Steps);
     let t13 = step(s, "DeployingCilium", &[p.all_ready, p.cilium_job]);
     let t14 = step(s, "DeployingBootstrapResources", &[t13]);
-    let t15 = step(s, "DeployingLocalPathProvisioner", &[p.local_path, t14]);
+    let t15 = step(s, "DeployingLocalPathProvisioner", &[p.local_path_job, t14]);
     let t16 = step(s, "DeployingArgoCD", &[p.argocd_job, t15]);
     milestones.insert("cilium_installed", p.cilium_job);
     milestones.insert("all_nodes_ready", p.all_ready);
@@ -851,7 +856,7 @@ fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
         charts: BTreeMap::new(),
     };
     let root = argo.sync(s, &shape.root, t18, &[]);
-    let t19 = step(s, "WaitingGitOpsSync", &[root, t18]);
+    let t19 = step(s, "WaitingGitOpsSync", &[root, t18, p.local_path]);
     milestones.insert("gitops_synced", t19);
 
     let mut t20 = t19;

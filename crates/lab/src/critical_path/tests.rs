@@ -98,30 +98,31 @@ fn one_control_plane_and_one_worker_without_jitter() {
     let expect = [
         ("last_order", 0.0, 0.0),
         ("all_talos_maintenance", 390.0, 390.0),
-        ("all_configs_applied", 390.0, 520.0),
-        ("all_installed", 510.0, 640.0),
+        ("all_configs_applied", 390.0, 390.0),
+        ("all_installed", 510.0, 510.0),
         ("bootstrapped", 520.0, 520.0),
         ("kubernetes_api_up", 520.0, 520.0),
-        ("all_nodes_registered", 550.0, 670.0),
-        ("cilium_installed", 580.0, 700.0),
-        ("all_nodes_ready", 600.0, 720.0),
-        ("local_path_ready", 650.0, 770.0),
-        ("argocd_ready", 650.0, 820.0),
-        ("openebs_healthy", 670.0, 840.0),
-        ("vault_ready", 690.0, 860.0),
-        ("gitops_synced", 700.0, 870.0),
-        ("storage_ready", 678.0, 878.0),
-        ("complete", 700.0, 878.0),
+        ("all_nodes_registered", 550.0, 550.0),
+        ("cilium_installed", 580.0, 580.0),
+        ("all_nodes_ready", 600.0, 600.0),
+        ("local_path_ready", 650.0, 650.0),
+        ("argocd_ready", 650.0, 680.0),
+        ("openebs_healthy", 670.0, 700.0),
+        ("vault_ready", 690.0, 720.0),
+        ("gitops_synced", 700.0, 730.0),
+        ("storage_ready", 678.0, 738.0),
+        ("complete", 700.0, 738.0),
     ];
-    // Step-ordered: the worker's config waits for the API (520): installed 640, registered
-    // 670; Cilium 670 → 700 → 720; local-path 720 → 750 → 770; Argo CD 770 → 800 → 820;
-    // root 820: 830, openebs 840, 850, vault 860, root 870; pools applied at 870 → 875,
-    // claim 878.
+    // Step-ordered: the worker's config is applied right after step 7 (the early task, 390):
+    // installed 510, both registered 550 (after the bootstrap, 520); Cilium is created after
+    // step 12, 550 → 580 → 600; local-path 600 → 630 (step 15 ends with its Job) → 650; Argo
+    // CD 630 → 660 → 680; root 680: 690, openebs 700, 710, vault 720, root 730; pools applied
+    // at 730 → 735, claim 738.
     for (name, dag, ordered) in expect {
         assert_eq!(milestone(&bounds, name), (dag, ordered), "{name}");
     }
     assert_eq!(bounds.dag.complete_s(), 700.0);
-    assert_eq!(bounds.step_ordered.complete_s(), 878.0);
+    assert_eq!(bounds.step_ordered.complete_s(), 738.0);
     let steps: Vec<(&str, f64)> = bounds
         .step_ordered
         .steps
@@ -130,8 +131,9 @@ fn one_control_plane_and_one_worker_without_jitter() {
         .collect();
     assert_eq!(steps.len(), 22);
     assert_eq!(steps[7], ("WaitingCPInstall", 510.0));
-    assert_eq!(steps[11], ("WaitingWorkerJoin", 670.0));
-    assert_eq!(steps[21], ("Complete", 878.0));
+    assert_eq!(steps[11], ("WaitingWorkerJoin", 550.0));
+    assert_eq!(steps[14], ("DeployingLocalPathProvisioner", 630.0));
+    assert_eq!(steps[21], ("Complete", 738.0));
     // The DAG's end waits for the GitOps sync, back to the control plane's order.
     let chain = bounds.dag.critical_chain();
     assert_eq!(chain.first().map(|(_, t)| *t), Some(0.0));
@@ -321,6 +323,6 @@ fn a_worker_that_boots_late_is_the_critical_chain() {
     }
     assert!(!chain.iter().any(|e| e.contains("a-cp-1")), "{chain:?}");
     // Step-ordered, the late worker holds up every step from WaitingServersReady on: the
-    // rest of the install takes what it took after 390 in the first test (878 − 390).
-    assert_eq!(bounds.step_ordered.complete_s(), 2300.0 + 488.0);
+    // rest of the install takes what it took after 390 in the first test (738 − 390).
+    assert_eq!(bounds.step_ordered.complete_s(), 2300.0 + 348.0);
 }

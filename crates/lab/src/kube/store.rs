@@ -9,12 +9,18 @@
 //! `410 Gone`, as from a compacted etcd. An update that changes nothing is not a change: no new
 //! resource version, no event (the real API server skips no-op writes too).
 //!
-//! A store may be persisted (etcd's disk): every change rewrites a JSON file (temp file and
-//! rename) holding the objects and the resource version, so a restarted lab serves the same
-//! objects at the same resource versions. The event history is not persisted: a watch from a
-//! version before the restart gets `410 Gone`, as after an etcd compaction.
+//! A store may be persisted (etcd's disk): a snapshot (`kube-<cluster>.json`, temp file and
+//! rename) holding the objects and the resource version, plus a journal beside it
+//! (`kube-<cluster>.log`, one JSON line per change, appended before the change becomes
+//! visible), so a restarted lab serves the same objects at the same resource versions. A
+//! change costs one line of its own size, not a rewrite of the whole store; the journal is
+//! folded into a new snapshot when it outgrows it (and when the store is opened). A lab killed
+//! mid-append leaves at most a torn last line, which is ignored. The event history is not
+//! persisted: a watch from a version before the restart gets `410 Gone`, as after an etcd
+//! compaction.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -25,6 +31,10 @@ use tokio::sync::broadcast;
 const HISTORY: usize = 10_000;
 /// How many events a slow watcher may fall behind before its watch is closed.
 const BROADCAST_CAPACITY: usize = 4_096;
+/// The journal is folded into a new snapshot once it is this many times the snapshot's size
+/// (and at least [`JOURNAL_MIN`] bytes): saving stays linear in the bytes changed.
+const JOURNAL_FACTOR: u64 = 4;
+const JOURNAL_MIN: u64 = 1 << 20;
 
 /// Group, version and resource (plural), e.g. `("", "v1", "nodes")` or `("apps", "v1",
 /// "deployments")`.
@@ -123,12 +133,27 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
     /// Every event after this resource version is still in `history`.
     history_floor: u64,
+    /// The open journal of a persisted store.
+    journal: Option<Journal>,
 }
 
 /// Where a persisted store lives, and which cluster incarnation it belongs to.
 struct Persistence {
     path: PathBuf,
     incarnation: String,
+}
+
+impl Persistence {
+    fn journal_path(&self) -> PathBuf {
+        self.path.with_extension("log")
+    }
+}
+
+/// The journal being appended to, and how big it and the last snapshot are.
+struct Journal {
+    file: std::fs::File,
+    bytes: u64,
+    snapshot_bytes: u64,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -153,95 +178,131 @@ impl Store {
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
                 history_floor: 0,
+                journal: None,
             }),
             events,
             persistence: None,
         }
     }
 
-    /// A store persisted in `path`. The file's objects and resource version are loaded when it
-    /// exists and belongs to `incarnation` (the same cluster: a reinstalled control plane is a
-    /// new cluster with an empty store); otherwise the store starts empty. A file that cannot
-    /// be parsed is moved aside (`.corrupt`) rather than silently overwritten.
+    /// A store persisted in `path` (and its journal, `path` with the extension `log`). The
+    /// snapshot's objects and resource version, then the journal's later changes, are loaded
+    /// when the snapshot exists and belongs to `incarnation` (the same cluster: a reinstalled
+    /// control plane is a new cluster with an empty store); otherwise the store starts empty. A
+    /// snapshot that cannot be parsed is moved aside (`.corrupt`) rather than silently
+    /// overwritten. The loaded state is written back as a fresh snapshot with an empty journal.
     pub fn persisted(path: &Path, incarnation: &str) -> Store {
         let mut store = Store::new();
-        store.persistence = Some(Persistence {
+        let persistence = Persistence {
             path: path.to_owned(),
             incarnation: incarnation.to_string(),
-        });
-        let Ok(bytes) = std::fs::read(path) else {
-            return store;
         };
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let Some(doc) = parsed.filter(|d| d["objects"].is_array()) else {
-            let aside = path.with_extension("json.corrupt");
-            tracing::warn!(path = %path.display(), aside = %aside.display(), "kube store file is corrupt; starting empty");
-            let _ = std::fs::rename(path, aside);
-            return store;
-        };
-        if doc["incarnation"] != incarnation {
-            tracing::info!(path = %path.display(), "kube store file is from another cluster incarnation; starting empty");
-            return store;
-        }
         {
             let mut inner = store.lock();
-            inner.resource_version = doc["resourceVersion"]
-                .as_str()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            inner.history_floor = inner.resource_version;
-            for entry in doc["objects"].as_array().into_iter().flatten() {
-                let gvr = Gvr::new(
-                    entry["group"].as_str().unwrap_or_default(),
-                    entry["version"].as_str().unwrap_or_default(),
-                    entry["resource"].as_str().unwrap_or_default(),
-                );
-                let object = entry["object"].clone();
-                let key = (
-                    object
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    object_name(&object),
-                );
-                inner.objects.entry(gvr).or_default().insert(key, object);
+            if load_snapshot(&persistence, &mut inner) {
+                replay_journal(&persistence, &mut inner);
             }
+            inner.history_floor = inner.resource_version;
+        }
+        store.persistence = Some(persistence);
+        {
+            let mut inner = store.lock();
+            store.compact(&mut inner);
         }
         store
     }
 
-    /// Writes the objects to the persistence file (no-op for an in-memory store).
-    fn save(&self, inner: &Inner) {
+    /// Appends the change at `rv` to the journal (no-op for an in-memory store), folding the
+    /// journal into a new snapshot when it has grown too big.
+    fn save(&self, inner: &mut Inner, gvr: &Gvr, key: &Key, rv: u64, object: Option<&Value>) {
+        if self.persistence.is_none() {
+            return;
+        }
+        let entry = JournalEntry {
+            rv: rv.to_string(),
+            group: &gvr.group,
+            version: &gvr.version,
+            resource: &gvr.resource,
+            namespace: &key.0,
+            name: &key.1,
+            object,
+        };
+        let appended = match (&mut inner.journal, serde_json::to_vec(&entry)) {
+            (Some(journal), Ok(mut line)) => {
+                line.push(b'\n');
+                match journal.file.write_all(&line) {
+                    Ok(()) => {
+                        journal.bytes += line.len() as u64;
+                        journal.bytes < JOURNAL_MIN.max(JOURNAL_FACTOR * journal.snapshot_bytes)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot append to the kube store journal");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !appended {
+            self.compact(inner);
+        }
+    }
+
+    /// Writes the objects to a new snapshot and starts an empty journal (no-op for an
+    /// in-memory store). A crash between the two leaves a journal whose changes the snapshot
+    /// already holds; loading skips them by resource version.
+    fn compact(&self, inner: &mut Inner) {
         let Some(persistence) = &self.persistence else {
             return;
         };
-        let objects: Vec<Value> = inner
+        inner.journal = None;
+        let objects: Vec<SnapshotEntry<'_>> = inner
             .objects
             .iter()
             .flat_map(|(gvr, objects)| {
-                objects.values().map(move |object| {
-                    json!({
-                        "group": gvr.group,
-                        "version": gvr.version,
-                        "resource": gvr.resource,
-                        "object": object,
-                    })
+                objects.values().map(move |object| SnapshotEntry {
+                    group: &gvr.group,
+                    version: &gvr.version,
+                    resource: &gvr.resource,
+                    object,
                 })
             })
             .collect();
-        let doc = json!({
-            "incarnation": persistence.incarnation,
-            "resourceVersion": inner.resource_version.to_string(),
-            "objects": objects,
-        });
+        let doc = Snapshot {
+            incarnation: &persistence.incarnation,
+            resource_version: inner.resource_version.to_string(),
+            objects,
+        };
         let tmp = persistence.path.with_extension("json.tmp");
+        let mut snapshot_bytes = 0;
         let written = serde_json::to_vec(&doc)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                snapshot_bytes = bytes.len() as u64;
+                std::fs::write(&tmp, bytes)
+            })
             .and_then(|()| std::fs::rename(&tmp, &persistence.path));
         if let Err(error) = written {
             tracing::warn!(path = %persistence.path.display(), %error, "cannot persist the kube store");
+            return;
+        }
+        let header = serde_json::json!({"incarnation": persistence.incarnation}).to_string() + "\n";
+        let journal_path = persistence.journal_path();
+        let opened = std::fs::File::create(&journal_path).and_then(|mut file| {
+            file.write_all(header.as_bytes())?;
+            Ok(file)
+        });
+        match opened {
+            Ok(file) => {
+                inner.journal = Some(Journal {
+                    file,
+                    bytes: header.len() as u64,
+                    snapshot_bytes,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(path = %journal_path.display(), %error, "cannot start the kube store journal");
+            }
         }
     }
 
@@ -289,6 +350,38 @@ impl Store {
             })
             .unwrap_or_default();
         (items, inner.resource_version)
+    }
+
+    /// The objects of a resource (in one namespace or all) that `keep` selects, in key order.
+    /// Only those are cloned: cheap on big lists that few objects pass.
+    pub fn list_where(
+        &self,
+        gvr: &Gvr,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        self.scan(gvr, namespace, |objects| {
+            objects.filter(|o| keep(o)).cloned().collect()
+        })
+    }
+
+    /// Runs `f` over the objects of a resource (in one namespace or all), in key order, without
+    /// cloning them. `f` runs under the store's lock: it must not call the store.
+    pub fn scan<R>(
+        &self,
+        gvr: &Gvr,
+        namespace: Option<&str>,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Value>) -> R,
+    ) -> R {
+        let inner = self.lock();
+        let mut objects = inner
+            .objects
+            .get(gvr)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
+            .map(|(_, v)| v);
+        f(&mut objects)
     }
 
     /// Creates an object. `metadata.name` must be set; `metadata.namespace` is set from
@@ -496,6 +589,7 @@ impl Store {
         inner.resource_version += 1;
         let rv = inner.resource_version;
         let namespace = key.0.clone();
+        let saved_key = (self.persistence.is_some()).then(|| key.clone());
         if kind != EventType::Deleted {
             inner
                 .objects
@@ -517,7 +611,10 @@ impl Store {
                 inner.history_floor = dropped.resource_version;
             }
         }
-        self.save(inner);
+        if let Some(key) = saved_key {
+            let saved = (kind != EventType::Deleted).then_some(&event.object);
+            self.save(inner, gvr, &key, rv, saved);
+        }
         // No receivers is fine.
         let _ = self.events.send(event);
     }
@@ -529,6 +626,135 @@ fn object_name(object: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// A snapshot file: the objects at a resource version, for one cluster incarnation.
+#[derive(serde::Serialize)]
+struct Snapshot<'a> {
+    incarnation: &'a str,
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
+    objects: Vec<SnapshotEntry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SnapshotEntry<'a> {
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
+    object: &'a Value,
+}
+
+/// One line of the journal: the object after the change at `rv`, or none when it was deleted.
+#[derive(serde::Serialize)]
+struct JournalEntry<'a> {
+    rv: String,
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<&'a Value>,
+}
+
+/// Loads the snapshot into `inner`; false when there is none for this incarnation (a corrupt
+/// one is moved aside).
+fn load_snapshot(persistence: &Persistence, inner: &mut Inner) -> bool {
+    let path = &persistence.path;
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let Some(mut doc) = parsed.filter(|d| d["objects"].is_array()) else {
+        let aside = path.with_extension("json.corrupt");
+        tracing::warn!(path = %path.display(), aside = %aside.display(), "kube store file is corrupt; starting empty");
+        let _ = std::fs::rename(path, aside);
+        return false;
+    };
+    if doc["incarnation"] != persistence.incarnation.as_str() {
+        tracing::info!(path = %path.display(), "kube store file is from another cluster incarnation; starting empty");
+        return false;
+    }
+    inner.resource_version = doc["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let entries = match doc["objects"].take() {
+        Value::Array(entries) => entries,
+        _ => Vec::new(),
+    };
+    for mut entry in entries {
+        let gvr = Gvr::new(
+            entry["group"].as_str().unwrap_or_default(),
+            entry["version"].as_str().unwrap_or_default(),
+            entry["resource"].as_str().unwrap_or_default(),
+        );
+        let object = entry["object"].take();
+        let key = (
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            object_name(&object),
+        );
+        inner.objects.entry(gvr).or_default().insert(key, object);
+    }
+    true
+}
+
+/// Applies the journal's changes newer than the snapshot to `inner`, up to the first line that
+/// cannot be parsed (a torn last append). A journal of another incarnation is ignored.
+fn replay_journal(persistence: &Persistence, inner: &mut Inner) {
+    let Ok(file) = std::fs::File::open(persistence.journal_path()) else {
+        return;
+    };
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header: Option<Value> = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|l| serde_json::from_str(&l).ok());
+    if header.as_ref().map(|h| &h["incarnation"])
+        != Some(&Value::from(persistence.incarnation.as_str()))
+    {
+        return;
+    }
+    for line in lines {
+        let Some(mut entry) = line
+            .ok()
+            .and_then(|l| serde_json::from_str::<Value>(&l).ok())
+        else {
+            tracing::warn!(path = %persistence.journal_path().display(), "kube store journal ends with a torn line; ignoring it");
+            break;
+        };
+        let Some(rv) = entry["rv"].as_str().and_then(|v| v.parse::<u64>().ok()) else {
+            break;
+        };
+        if rv <= inner.resource_version {
+            continue;
+        }
+        let gvr = Gvr::new(
+            entry["group"].as_str().unwrap_or_default(),
+            entry["version"].as_str().unwrap_or_default(),
+            entry["resource"].as_str().unwrap_or_default(),
+        );
+        let key = (
+            entry["namespace"].as_str().unwrap_or_default().to_string(),
+            entry["name"].as_str().unwrap_or_default().to_string(),
+        );
+        match entry.get_mut("object").map(Value::take) {
+            Some(object) => {
+                inner.objects.entry(gvr).or_default().insert(key, object);
+            }
+            None => {
+                if let Some(objects) = inner.objects.get_mut(&gvr) {
+                    objects.remove(&key);
+                }
+            }
+        }
+        inner.resource_version = rv;
+    }
 }
 
 fn set_resource_version(object: &mut Value, rv: u64) {
@@ -671,6 +897,52 @@ mod tests {
         assert!(again.watch(&nodes(), WatchFrom::After(2)).is_ok());
         let other = Store::persisted(&path, "two");
         assert_eq!(other.resource_version(), 0);
+    }
+
+    #[test]
+    fn the_journal_keeps_every_change_and_survives_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kube-a.json");
+        let store = Store::persisted(&path, "one");
+        // Enough changes to fold the journal into snapshots a few times.
+        let big = "x".repeat(64 << 10);
+        for i in 0..60 {
+            let mut n = node(&format!("n{}", i % 7), i % 2 == 0);
+            n["spec"] = json!({"blob": big, "i": i});
+            store.upsert(&nodes(), "", n);
+        }
+        store.delete(&nodes(), "", "n3").unwrap();
+        let last = store.upsert(&nodes(), "", node("z", true));
+        let rv = store.resource_version();
+        let expected = store.list(&nodes(), None).0;
+        drop(store);
+        // A lab killed in the middle of an append.
+        let journal = path.with_extension("log");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap();
+        file.write_all(b"{\"rv\":\"999\",\"gro").unwrap();
+        drop(file);
+        let again = Store::persisted(&path, "one");
+        assert_eq!(again.resource_version(), rv);
+        assert_eq!(again.list(&nodes(), None).0, expected);
+        assert_eq!(again.get(&nodes(), "", "z"), Some(last));
+        assert_eq!(again.get(&nodes(), "", "n3"), None);
+        // Opening folded the journal into the snapshot.
+        let snapshot: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(snapshot["resourceVersion"], rv.to_string());
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap().lines().count(),
+            1
+        );
+        // A journal of another incarnation is not replayed.
+        drop(again);
+        let other = Store::persisted(&path, "two");
+        other.upsert(&nodes(), "", node("other", true));
+        drop(other);
+        let back = Store::persisted(&path, "one");
+        assert_eq!(back.resource_version(), 0);
     }
 
     #[test]

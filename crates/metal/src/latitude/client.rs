@@ -566,7 +566,8 @@ impl LatitudeClient {
     /// One attempt.
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Reply, LatitudeError> {
         let class = RequestClass::of(&call.method);
-        self.inner.limiter.acquire(class).await;
+        // Held until this attempt returns: the slot ages from the answer, not the send.
+        let _slot = self.inner.limiter.acquire(class).await;
 
         let url = format!("{}{}", self.inner.base_url, call.path);
         let mut request = self.inner.http.request(call.method.clone(), url);
@@ -905,26 +906,26 @@ mod tests {
         assert_eq!(client.limiter().window(), window);
         let start = tokio::time::Instant::now();
         for _ in 0..60 {
-            client.limiter().acquire(RequestClass::Read).await;
+            drop(client.limiter().acquire(RequestClass::Read).await);
         }
         for _ in 0..20 {
-            client.limiter().acquire(RequestClass::Write).await;
+            drop(client.limiter().acquire(RequestClass::Write).await);
         }
         assert_eq!(start.elapsed(), Duration::ZERO, "the whole budget at once");
-        client.limiter().acquire(RequestClass::Read).await;
+        drop(client.limiter().acquire(RequestClass::Read).await);
         assert_eq!(
             start.elapsed(),
             window,
             "the 61st read waits one scaled window"
         );
-        client.limiter().acquire(RequestClass::Write).await;
+        drop(client.limiter().acquire(RequestClass::Write).await);
         assert_eq!(start.elapsed(), window, "the 21st write too");
         // Over two scaled windows, exactly twice the budget.
         for _ in 0..59 {
-            client.limiter().acquire(RequestClass::Read).await;
+            drop(client.limiter().acquire(RequestClass::Read).await);
         }
         assert_eq!(start.elapsed(), window);
-        client.limiter().acquire(RequestClass::Read).await;
+        drop(client.limiter().acquire(RequestClass::Read).await);
         assert_eq!(start.elapsed(), window * 2);
         assert_eq!(client.stats().reads, 121);
     }

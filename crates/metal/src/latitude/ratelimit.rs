@@ -1,11 +1,14 @@
 //! The client-side rate limiter: Latitude allows about 60 reads and 20 writes per minute per API
 //! key, so every request waits here for a slot first.
 //!
-//! Each class (reads = GET/HEAD, writes = everything else) keeps a log of when its recent
-//! requests were sent and admits a new one only while fewer than the budget were sent in the
-//! last window (a sliding window). Any interval of the window's length therefore holds at most
-//! the budget, however the server aligns its own minute. After a 429 the class is paused for
-//! the `retry_after` the server asked for. One limiter is shared by every clone of a client.
+//! Each class (reads = GET/HEAD, writes = everything else) keeps a log of its recent requests
+//! and admits a new one only while fewer than the budget are in the last window (a sliding
+//! window). A request occupies its slot from the moment it is sent until its answer arrived
+//! ([`Slot`]), and the window is counted from that answer: the server saw the request somewhere
+//! in between, so however requests are delayed on the way (a loaded machine, a slow network),
+//! any interval of the window's length *as the server sees it* holds at most the budget. After
+//! a 429 the class is paused for the `retry_after` the server asked for. One limiter is shared
+//! by every clone of a client.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The window Latitude counts over.
@@ -61,6 +65,8 @@ pub struct RateLimiter {
 struct Inner {
     window: Duration,
     lanes: Mutex<[Lane; 2]>,
+    /// Woken when a request's answer arrived (its slot starts to age).
+    answered: Notify,
     reads: AtomicU64,
     writes: AtomicU64,
     http_429: AtomicU64,
@@ -69,7 +75,9 @@ struct Inner {
 #[derive(Debug)]
 struct Lane {
     limit: usize,
-    sent: VecDeque<Instant>,
+    /// The requests in the window: `(slot id, when its answer arrived)`; `None` while in flight.
+    sent: VecDeque<(u64, Option<Instant>)>,
+    next_id: u64,
     paused_until: Option<Instant>,
 }
 
@@ -79,28 +87,59 @@ impl Lane {
         Self {
             limit,
             sent: VecDeque::with_capacity(limit),
+            next_id: 0,
             paused_until: None,
         }
     }
 
-    /// Takes a slot now, or says until when to wait.
-    fn try_take(&mut self, now: Instant, window: Duration) -> Result<(), Instant> {
-        while self.sent.front().is_some_and(|&t| t + window <= now) {
-            self.sent.pop_front();
-        }
+    /// Takes a slot now (its id), or says until when to wait: an instant, or `None` when every
+    /// slot is held by a request still in flight (wait for an answer).
+    fn try_take(&mut self, now: Instant, window: Duration) -> Result<u64, Option<Instant>> {
+        self.sent
+            .retain(|(_, answered)| answered.is_none_or(|t| t + window > now));
         if let Some(until) = self.paused_until {
             if until > now {
-                return Err(until);
+                return Err(Some(until));
             }
             self.paused_until = None;
         }
         if self.sent.len() < self.limit {
-            self.sent.push_back(now);
-            Ok(())
+            let id = self.next_id;
+            self.next_id += 1;
+            self.sent.push_back((id, None));
+            Ok(id)
         } else {
-            // The oldest entry leaves the window at `front + window`.
-            Err(self.sent.front().map_or(now, |&t| t + window))
+            // The earliest answered entry leaves the window first.
+            Err(self
+                .sent
+                .iter()
+                .filter_map(|(_, answered)| answered.map(|t| t + window))
+                .min())
         }
+    }
+
+    /// The answer to slot `id` arrived at `now`: from here it ages out of the window.
+    fn answered(&mut self, id: u64, now: Instant) {
+        if let Some(entry) = self.sent.iter_mut().find(|(slot, _)| *slot == id) {
+            entry.1 = Some(now);
+        }
+    }
+}
+
+/// A request's place in its class's window, held from sending until its answer arrived (or
+/// the request was abandoned): dropping it starts the slot's time in the window.
+#[derive(Debug)]
+#[must_use = "the slot counts from when it is dropped: hold it until the answer arrived"]
+pub struct Slot {
+    limiter: RateLimiter,
+    class: RequestClass,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limiter.lanes()[self.class as usize].answered(self.id, Instant::now());
+        self.limiter.inner.answered.notify_waiters();
     }
 }
 
@@ -116,6 +155,7 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 window,
                 lanes: Mutex::new([Lane::new(reads_per_window), Lane::new(writes_per_window)]),
+                answered: Notify::new(),
                 reads: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
                 http_429: AtomicU64::new(0),
@@ -136,26 +176,39 @@ impl RateLimiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until a request of this class may be sent, and counts it. Cancel-safe: a cancelled
-    /// wait takes no slot.
-    pub async fn acquire(&self, class: RequestClass) {
+    /// Waits until a request of this class may be sent, counts it, and returns its [`Slot`]:
+    /// hold it until the answer arrived. Cancel-safe: a cancelled wait takes no slot.
+    pub async fn acquire(&self, class: RequestClass) -> Slot {
         loop {
+            // Registered before looking, so an answer arriving in between is not missed.
+            let answered = self.inner.answered.notified();
             let outcome = {
                 let mut lanes = self.lanes();
                 lanes[class as usize].try_take(Instant::now(), self.inner.window)
             };
             match outcome {
-                Ok(()) => {
+                Ok(id) => {
                     let counter = match class {
                         RequestClass::Read => &self.inner.reads,
                         RequestClass::Write => &self.inner.writes,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return Slot {
+                        limiter: self.clone(),
+                        class,
+                        id,
+                    };
                 }
-                Err(until) => {
+                Err(Some(until)) => {
                     tracing::trace!(?class, wait = ?until.saturating_duration_since(Instant::now()), "waiting for a Latitude rate-limit slot");
-                    tokio::time::sleep_until(until).await;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = answered => {}
+                    }
+                }
+                Err(None) => {
+                    tracing::trace!(?class, "every Latitude rate-limit slot is in flight");
+                    answered.await;
                 }
             }
         }
@@ -193,10 +246,10 @@ mod tests {
         let limiter = RateLimiter::with_window(3, 1, Duration::from_secs(10));
         let start = Instant::now();
         for _ in 0..3 {
-            limiter.acquire(RequestClass::Read).await;
+            drop(limiter.acquire(RequestClass::Read).await);
         }
         assert_eq!(elapsed_ms(start), 0);
-        limiter.acquire(RequestClass::Read).await;
+        drop(limiter.acquire(RequestClass::Read).await);
         assert_eq!(
             elapsed_ms(start),
             10_000,
@@ -206,15 +259,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_slot_ages_from_its_answer_so_a_slow_request_cannot_crowd_the_servers_window() {
+        let limiter = RateLimiter::with_window(2, 1, Duration::from_secs(10));
+        let start = Instant::now();
+        // The first request takes 4 s to be answered (the server saw it somewhere in those 4 s).
+        let slow = limiter.acquire(RequestClass::Write).await;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                drop(limiter.acquire(RequestClass::Write).await);
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!waiter.is_finished(), "a slot in flight holds the window");
+        drop(slow);
+        // Counted from the answer: the next write goes out a full window after it, never
+        // earlier, whatever the delay on the way in was.
+        let admitted = waiter.await.unwrap();
+        assert_eq!(admitted.duration_since(start).as_millis(), 14_000);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_window_slides() {
         let limiter = RateLimiter::with_window(2, 1, Duration::from_secs(10));
         let start = Instant::now();
-        limiter.acquire(RequestClass::Read).await; // t=0
+        drop(limiter.acquire(RequestClass::Read).await); // t=0
         tokio::time::sleep(Duration::from_secs(4)).await;
-        limiter.acquire(RequestClass::Read).await; // t=4
-        limiter.acquire(RequestClass::Read).await; // waits until t=10 (first leaves)
+        drop(limiter.acquire(RequestClass::Read).await); // t=4
+        drop(limiter.acquire(RequestClass::Read).await); // waits until t=10 (first leaves)
         assert_eq!(elapsed_ms(start), 10_000);
-        limiter.acquire(RequestClass::Read).await; // waits until t=14 (second leaves)
+        drop(limiter.acquire(RequestClass::Read).await); // waits until t=14 (second leaves)
         assert_eq!(elapsed_ms(start), 14_000);
     }
 
@@ -222,10 +297,10 @@ mod tests {
     async fn reads_and_writes_have_separate_budgets() {
         let limiter = RateLimiter::with_window(1, 1, Duration::from_secs(10));
         let start = Instant::now();
-        limiter.acquire(RequestClass::Write).await;
-        limiter.acquire(RequestClass::Read).await;
+        drop(limiter.acquire(RequestClass::Write).await);
+        drop(limiter.acquire(RequestClass::Read).await);
         assert_eq!(elapsed_ms(start), 0);
-        limiter.acquire(RequestClass::Write).await;
+        drop(limiter.acquire(RequestClass::Write).await);
         assert_eq!(elapsed_ms(start), 10_000);
         assert_eq!(
             limiter.stats(),
@@ -245,7 +320,7 @@ mod tests {
         for _ in 0..20 {
             let l = limiter.clone();
             tasks.push(tokio::spawn(async move {
-                l.acquire(RequestClass::Read).await;
+                drop(l.acquire(RequestClass::Read).await);
                 Instant::now()
             }));
         }
@@ -274,14 +349,14 @@ mod tests {
         let limiter = RateLimiter::with_window(10, 10, Duration::from_secs(60));
         let start = Instant::now();
         limiter.rate_limited(RequestClass::Read, Duration::from_secs(5));
-        limiter.acquire(RequestClass::Write).await;
+        drop(limiter.acquire(RequestClass::Write).await);
         assert_eq!(elapsed_ms(start), 0);
-        limiter.acquire(RequestClass::Read).await;
+        drop(limiter.acquire(RequestClass::Read).await);
         assert_eq!(elapsed_ms(start), 5_000);
         // A shorter pause never shortens a longer one.
         limiter.rate_limited(RequestClass::Write, Duration::from_secs(8));
         limiter.rate_limited(RequestClass::Write, Duration::from_secs(1));
-        limiter.acquire(RequestClass::Write).await;
+        drop(limiter.acquire(RequestClass::Write).await);
         assert_eq!(elapsed_ms(start), 13_000);
         assert_eq!(limiter.stats().http_429, 3);
     }

@@ -91,6 +91,17 @@ fn list(shared: &Shared, resource: &ResourceType, namespace: Option<&str>) -> Ve
     shared.store.list(&resource.gvr(), namespace).0
 }
 
+/// The objects that `keep` selects: the controllers run every tick over every object, so they
+/// clone only those with something left to do.
+fn list_where(
+    shared: &Shared,
+    resource: &ResourceType,
+    namespace: Option<&str>,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    shared.store.list_where(&resource.gvr(), namespace, keep)
+}
+
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object
         .pointer(pointer)

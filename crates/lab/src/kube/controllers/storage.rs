@@ -18,7 +18,7 @@
 
 use serde_json::{Value, json};
 
-use super::{State, builtin, event, list, name_of, namespace_of, str_at};
+use super::{State, builtin, event, list, list_where, name_of, namespace_of, str_at};
 use crate::durations::Phase;
 use crate::kube::server::Shared;
 use crate::kube::write::WriteOptions;
@@ -157,10 +157,8 @@ fn diskpools(shared: &Shared, state: &mut State) {
     let Some(pools) = shared.registry.find("openebs.io", "v1beta2", "diskpools") else {
         return;
     };
-    for pool in list(shared, pools, None) {
-        if str_at(&pool, "/status/pool_status") == "Online" {
-            continue;
-        }
+    let offline = |pool: &Value| str_at(pool, "/status/pool_status") != "Online";
+    for pool in list_where(shared, pools, None, offline) {
         let key = format!("diskpool/{}", str_at(&pool, "/metadata/uid"));
         let (ns, name) = (namespace_of(&pool).to_string(), name_of(&pool).to_string());
         match pool_disk(shared, &pool) {
@@ -269,10 +267,11 @@ fn online_pools(shared: &Shared) -> usize {
         .registry
         .find("openebs.io", "v1beta2", "diskpools")
         .map(|pools| {
-            list(shared, pools, None)
-                .iter()
-                .filter(|p| str_at(p, "/status/pool_status") == "Online")
-                .count()
+            shared.store.scan(&pools.gvr(), None, |pools| {
+                pools
+                    .filter(|p| str_at(p, "/status/pool_status") == "Online")
+                    .count()
+            })
         })
         .unwrap_or(0)
 }
@@ -282,10 +281,8 @@ fn claims(shared: &Shared, state: &mut State, openebs: bool) {
     let Some(classes) = builtin_storage(shared) else {
         return;
     };
-    for claim in list(shared, pvcs, None) {
-        if str_at(&claim, "/status/phase") == "Bound" {
-            continue;
-        }
+    let unbound = |claim: &Value| str_at(claim, "/status/phase") != "Bound";
+    for claim in list_where(shared, pvcs, None, unbound) {
         let (ns, name) = (
             namespace_of(&claim).to_string(),
             name_of(&claim).to_string(),

@@ -23,7 +23,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::storage::healthy_app;
-use super::{State, builtin, list, name_of, str_at};
+use super::{State, builtin, name_of, str_at};
 use crate::kube::server::Shared;
 use crate::kube::write::WriteOptions;
 
@@ -111,8 +111,12 @@ pub(super) fn reconcile(shared: &Shared, _state: &mut State) {
         let _ = shared.create(services, &namespace, service, &by);
     }
     let pods = builtin(shared, "", "pods");
-    let nodes = list(shared, builtin(shared, "", "nodes"), None);
-    let workers: Vec<String> = nodes.iter().map(|n| name_of(n).to_string()).collect();
+    let workers: Vec<String> =
+        shared
+            .store
+            .scan(&builtin(shared, "", "nodes").gvr(), None, |nodes| {
+                nodes.map(|n| name_of(n).to_string()).collect()
+            });
     for ordinal in 0..replicas {
         let name = format!("vault-{ordinal}");
         if shared.store.get(&pods.gvr(), &namespace, &name).is_some() {

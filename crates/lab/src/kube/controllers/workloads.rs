@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    State, builtin, condition, condition_true, event, helm, list, name_of, namespace_of, str_at,
+    State, builtin, condition, condition_true, event, helm, list, list_where, name_of,
+    namespace_of, str_at,
 };
 use crate::durations::Phase;
 use crate::kube::objects;
@@ -26,16 +27,13 @@ impl Shared {
 }
 
 pub(super) fn reconcile(shared: &Shared, state: &mut State) {
-    let nodes = list(shared, builtin(shared, "", "nodes"), None);
-    let node_count = nodes.len() as i64;
-    let any_ready = nodes.iter().any(|n| {
-        n.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+    let nodes_rt = builtin(shared, "", "nodes");
+    let (node_count, ready_count) = shared.store.scan(&nodes_rt.gvr(), None, |nodes| {
+        nodes.fold((0i64, 0i64), |(all, ready), n| {
+            (all + 1, ready + i64::from(node_ready(n)))
+        })
     });
+    let any_ready = ready_count > 0;
     let schedulable = |template_spec: &Value| {
         node_count > 0 && (any_ready || template_spec["hostNetwork"] == true)
     };
@@ -88,9 +86,9 @@ pub(super) fn reconcile(shared: &Shared, state: &mut State) {
         }
     }
     jobs(shared, state, &schedulable);
-    if shared.cni_ready() {
-        for node in &nodes {
-            make_ready(shared, node);
+    if ready_count < node_count && shared.cni_ready() {
+        for node in list_where(shared, nodes_rt, None, |n| !node_ready(n)) {
+            make_ready(shared, &node);
         }
     }
     namespaces(shared);
@@ -253,13 +251,12 @@ fn workload_status(
 
 fn jobs(shared: &Shared, state: &mut State, schedulable: &dyn Fn(&Value) -> bool) {
     let rt = builtin(shared, "batch", "jobs");
-    for job in list(shared, rt, None) {
-        if condition_true(&job, "Complete")
-            || condition_true(&job, "Failed")
-            || job["spec"]["suspend"] == true
-        {
-            continue;
-        }
+    let pending = |job: &Value| {
+        !(condition_true(job, "Complete")
+            || condition_true(job, "Failed")
+            || job["spec"]["suspend"] == true)
+    };
+    for job in list_where(shared, rt, None, pending) {
         let (ns, name) = (namespace_of(&job).to_string(), name_of(&job).to_string());
         let key = format!("job/{}", str_at(&job, "/metadata/uid"));
         let can_schedule = schedulable(&job["spec"]["template"]["spec"]);
@@ -349,16 +346,14 @@ fn jobs(shared: &Shared, state: &mut State, schedulable: &dyn Fn(&Value) -> bool
     }
 }
 
+/// Whether a Node's condition `Ready` is `True`.
+fn node_ready(node: &Value) -> bool {
+    condition_true(node, "Ready")
+}
+
 /// The CNI runs: the node's network is ready.
 fn make_ready(shared: &Shared, node: &Value) {
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-    if ready {
+    if node_ready(node) {
         return;
     }
     let rt = builtin(shared, "", "nodes");
@@ -411,10 +406,8 @@ fn make_ready(shared: &Shared, node: &Value) {
 /// Namespaces being deleted: their objects are deleted, then the namespace goes.
 fn namespaces(shared: &Shared) {
     let rt = builtin(shared, "", "namespaces");
-    for ns in list(shared, rt, None) {
-        if ns.pointer("/metadata/deletionTimestamp").is_none() {
-            continue;
-        }
+    let terminating = |ns: &Value| ns.pointer("/metadata/deletionTimestamp").is_some();
+    for ns in list_where(shared, rt, None, terminating) {
         let name = name_of(&ns).to_string();
         let mut remaining = 0;
         for resource in shared.registry.all().into_iter().filter(|r| r.namespaced) {
