@@ -13,6 +13,24 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/gitops_files.rs"));
 }
 
+/// The source an Application deploys: `spec.source`, or of `spec.sources` the one with a
+/// `path` (else the first); `null` when it has none.
+pub(crate) fn application_source(app: &Value) -> Value {
+    app.pointer("/spec/source")
+        .cloned()
+        .or_else(|| {
+            app.pointer("/spec/sources")
+                .and_then(Value::as_array)
+                .and_then(|s| {
+                    s.iter()
+                        .find(|s| s.get("path").is_some())
+                        .or(s.first())
+                        .cloned()
+                })
+        })
+        .unwrap_or_default()
+}
+
 /// The URL of this repository.
 pub(crate) const CTO_REPO_URL: &str = "https://github.com/5dlabs/cto";
 

@@ -164,23 +164,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
             }
         };
         match result {
-            Ok((machine, adopted)) => {
-                record_machine(ctx, &order.hostname, &machine, adopted)?;
-                if adopted {
-                    ctx.reporter.report(Event::ServerAdopted {
-                        hostname: order.hostname.clone(),
-                        id: machine.id.clone(),
-                        status: machine.raw_status.clone(),
-                    });
-                } else {
-                    ctx.reporter.report(Event::ServerOrdered {
-                        hostname: order.hostname.clone(),
-                        id: machine.id.clone(),
-                        site: order.site.clone(),
-                        plan: order.plan.clone(),
-                    });
-                }
-            }
+            Ok((machine, adopted)) => record_answer(ctx, &order, &machine, adopted)?,
             Err(e) => {
                 // The intent stays recorded: the next run looks the hostname up first.
                 first_error.get_or_insert(e);
@@ -193,6 +177,32 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
     }
 }
 
+/// Records the server an order (or an adoption) answered with and tells the user.
+fn record_answer<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    order: &MachineOrder,
+    machine: &Machine,
+    adopted: bool,
+) -> Result<(), StepFailure> {
+    record_machine(ctx, &order.hostname, machine, adopted)?;
+    let event = if adopted {
+        Event::ServerAdopted {
+            hostname: order.hostname.clone(),
+            id: machine.id.clone(),
+            status: machine.raw_status.clone(),
+        }
+    } else {
+        Event::ServerOrdered {
+            hostname: order.hostname.clone(),
+            id: machine.id.clone(),
+            site: order.site.clone(),
+            plan: order.plan.clone(),
+        }
+    };
+    ctx.reporter.report(event);
+    Ok(())
+}
+
 /// The sequential baseline of step 2 (benchmark only): order one server, wait until it is
 /// deployed, then order the next. The intents were recorded for all of them before the first
 /// order, as in the concurrent path, and each answer is recorded as it arrives.
@@ -202,21 +212,7 @@ async fn ordering_sequentially<P: Provider>(
 ) -> StepResult {
     for order in to_order {
         let (machine, adopted) = order_one(ctx.provider.as_ref(), &order).await?;
-        record_machine(ctx, &order.hostname, &machine, adopted)?;
-        if adopted {
-            ctx.reporter.report(Event::ServerAdopted {
-                hostname: order.hostname.clone(),
-                id: machine.id.clone(),
-                status: machine.raw_status.clone(),
-            });
-        } else {
-            ctx.reporter.report(Event::ServerOrdered {
-                hostname: order.hostname.clone(),
-                id: machine.id.clone(),
-                site: order.site.clone(),
-                plan: order.plan.clone(),
-            });
-        }
+        record_answer(ctx, &order, &machine, adopted)?;
         wait_deployed(ctx, &order.hostname, &machine.id).await?;
     }
     Ok(())

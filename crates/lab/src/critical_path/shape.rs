@@ -506,20 +506,7 @@ pub(crate) fn app_shape(
 ) -> AppShape {
     let name = str_at(app, "/metadata/name").to_string();
     let wave = wave_of(app);
-    let source = app
-        .pointer("/spec/source")
-        .cloned()
-        .or_else(|| {
-            app.pointer("/spec/sources")
-                .and_then(Value::as_array)
-                .and_then(|s| {
-                    s.iter()
-                        .find(|s| s.get("path").is_some())
-                        .or(s.first())
-                        .cloned()
-                })
-        })
-        .unwrap_or_default();
+    let source = crate::gitops::application_source(app);
     let chart = source
         .get("chart")
         .and_then(Value::as_str)

@@ -345,20 +345,7 @@ fn process(
 
 /// Reads what an Application deploys.
 fn load(shared: &Shared, app: &Value, key: String) -> AppSync {
-    let source = app
-        .pointer("/spec/source")
-        .cloned()
-        .or_else(|| {
-            app.pointer("/spec/sources")
-                .and_then(Value::as_array)
-                .and_then(|s| {
-                    s.iter()
-                        .find(|s| s.get("path").is_some())
-                        .or(s.first())
-                        .cloned()
-                })
-        })
-        .unwrap_or_default();
+    let source = crate::gitops::application_source(app);
     let repo_url = str_at(&source, "/repoURL");
     let target = match str_at(&source, "/targetRevision") {
         "" => "HEAD",
