@@ -87,6 +87,30 @@ async fn bounded<T>(
         .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
 }
 
+/// One Talos check of the node at `ip`: connects over mutual TLS with the talosconfig and runs
+/// `call` on the client, all bounded by `timeout`. `missing` says what is absent when there is
+/// no address.
+async fn talos_check(
+    talosconfig: &Result<Talosconfig, String>,
+    ip: Option<std::net::Ipv4Addr>,
+    missing: &str,
+    timeout: Duration,
+    call: impl AsyncFnOnce(&mut TalosClient, SocketAddr) -> Result<String, String>,
+) -> Result<String, String> {
+    let tc = talosconfig
+        .as_ref()
+        .map_err(|e| format!("no talosconfig: {e}"))?;
+    let ip = ip.ok_or_else(|| format!("no {missing} in the checkpoint"))?;
+    let addr = SocketAddr::from((ip, TALOS_API_PORT));
+    bounded(timeout, async {
+        let mut client = TalosClient::connect(addr, tc, timeout)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        call(&mut client, addr).await
+    })
+    .await
+}
+
 /// Runs every check. `timeout` bounds each one.
 pub async fn run(state_dir: &Path, timeout: Duration) -> Result<Vec<Check>, HealthError> {
     let cp = checkpoint(state_dir)?;
@@ -99,49 +123,45 @@ pub async fn run(state_dir: &Path, timeout: Duration) -> Result<Vec<Check>, Heal
 
     for server in &cp.servers {
         let name = format!("talos services {}", server.hostname);
-        let result = match (&talosconfig, server.primary_ipv4) {
-            (Err(e), _) => Err(format!("no talosconfig: {e}")),
-            (_, None) => Err("no address in the checkpoint".into()),
-            (Ok(tc), Some(ip)) => {
-                let addr = SocketAddr::from((ip, TALOS_API_PORT));
-                bounded(timeout, async {
-                    let mut client = TalosClient::connect(addr, tc, timeout)
-                        .await
-                        .map_err(|e| format!("{addr}: {e}"))?;
-                    let services = client
-                        .service_list()
-                        .await
-                        .map_err(|e| format!("{addr}: ServiceList: {e}"))?;
-                    let bad: Vec<String> = services
-                        .iter()
-                        .filter(|s| {
-                            !matches!(s.state.as_str(), "Running" | "Finished")
-                                || s.healthy == Some(false)
-                        })
-                        .map(|s| {
-                            format!(
-                                "{} {}{}",
-                                s.id,
-                                s.state,
-                                if s.healthy == Some(false) {
-                                    " unhealthy"
-                                } else {
-                                    ""
-                                }
-                            )
-                        })
-                        .collect();
-                    if services.is_empty() {
-                        Err("ServiceList returned no services".into())
-                    } else if bad.is_empty() {
-                        Ok(format!("{} services running", services.len()))
-                    } else {
-                        Err(bad.join(", "))
-                    }
-                })
-                .await
-            }
-        };
+        let result = talos_check(
+            &talosconfig,
+            server.primary_ipv4,
+            "address",
+            timeout,
+            async |client, addr| {
+                let services = client
+                    .service_list()
+                    .await
+                    .map_err(|e| format!("{addr}: ServiceList: {e}"))?;
+                let bad: Vec<String> = services
+                    .iter()
+                    .filter(|s| {
+                        !matches!(s.state.as_str(), "Running" | "Finished")
+                            || s.healthy == Some(false)
+                    })
+                    .map(|s| {
+                        format!(
+                            "{} {}{}",
+                            s.id,
+                            s.state,
+                            if s.healthy == Some(false) {
+                                " unhealthy"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                if services.is_empty() {
+                    Err("ServiceList returned no services".into())
+                } else if bad.is_empty() {
+                    Ok(format!("{} services running", services.len()))
+                } else {
+                    Err(bad.join(", "))
+                }
+            },
+        )
+        .await;
         checks.push(Check::new(name, result));
     }
 
@@ -150,44 +170,44 @@ pub async fn run(state_dir: &Path, timeout: Duration) -> Result<Vec<Check>, Heal
         .iter()
         .filter(|s| s.role == Role::ControlPlane)
         .collect();
-    let etcd = match (
+    let want = control_planes.len();
+    let etcd = talos_check(
         &talosconfig,
         control_planes.first().and_then(|s| s.primary_ipv4),
-    ) {
-        (Err(e), _) => Err(format!("no talosconfig: {e}")),
-        (_, None) => Err("no control plane address in the checkpoint".into()),
-        (Ok(tc), Some(ip)) => {
-            let addr = SocketAddr::from((ip, TALOS_API_PORT));
-            let want = control_planes.len();
-            bounded(timeout, async {
-                let mut client = TalosClient::connect(addr, tc, timeout)
-                    .await
-                    .map_err(|e| format!("{addr}: {e}"))?;
-                let members = client
-                    .etcd_member_list()
-                    .await
-                    .map_err(|e| format!("{addr}: EtcdMemberList: {e}"))?;
-                let names: Vec<String> = members
-                    .iter()
-                    .map(|m| {
-                        format!("{}{}", m.hostname, if m.is_learner { " (learner)" } else { "" })
-                    })
-                    .collect();
-                let voters = members.iter().filter(|m| !m.is_learner).count();
-                // EtcdMemberList does not name the leader; a voting quorum of every control
-                // plane is what this check can vouch for.
-                if voters >= want {
-                    Ok(format!(
-                        "{voters}/{want} voting member(s): {}; leader not reported by EtcdMemberList",
-                        names.join(", ")
-                    ))
-                } else {
-                    Err(format!("{voters}/{want} voting member(s): {}", names.join(", ")))
-                }
-            })
-            .await
-        }
-    };
+        "control plane address",
+        timeout,
+        async |client, addr| {
+            let members = client
+                .etcd_member_list()
+                .await
+                .map_err(|e| format!("{addr}: EtcdMemberList: {e}"))?;
+            let names: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}{}",
+                        m.hostname,
+                        if m.is_learner { " (learner)" } else { "" }
+                    )
+                })
+                .collect();
+            let voters = members.iter().filter(|m| !m.is_learner).count();
+            // EtcdMemberList does not name the leader; a voting quorum of every control
+            // plane is what this check can vouch for.
+            if voters >= want {
+                Ok(format!(
+                    "{voters}/{want} voting member(s): {}; leader not reported by EtcdMemberList",
+                    names.join(", ")
+                ))
+            } else {
+                Err(format!(
+                    "{voters}/{want} voting member(s): {}",
+                    names.join(", ")
+                ))
+            }
+        },
+    )
+    .await;
     checks.push(Check::new("etcd members", etcd));
 
     let want_nodes = cp.servers.len();

@@ -270,18 +270,7 @@ impl<P: Provider> Orchestrator<P> {
             });
             let started = Instant::now();
             let result = {
-                let mut ctx = StepContext {
-                    step,
-                    provider: &self.provider,
-                    store: &mut self.store,
-                    reporter: self.reporter.as_ref(),
-                    approver: self.approver.as_ref(),
-                    timings: &self.options.timings,
-                    gitops_token: self.options.gitops_token.as_ref(),
-                    options: &self.options,
-                    early_applied: &early_applied,
-                    pregenerated_secrets,
-                };
+                let mut ctx = self.context(step, &early_applied, pregenerated_secrets);
                 steps::run(step, &mut ctx).await
             };
             match result {
@@ -339,6 +328,28 @@ impl<P: Provider> Orchestrator<P> {
                 .exists()
     }
 
+    /// What `step` may use: this run's provider, store, reporter and options, and what earlier
+    /// work in the run prepared for it.
+    fn context<'a>(
+        &'a mut self,
+        step: Step,
+        early_applied: &'a [String],
+        pregenerated_secrets: Option<metal::talos::secrets::SecretsBundle>,
+    ) -> StepContext<'a, P> {
+        StepContext {
+            step,
+            provider: &self.provider,
+            store: &mut self.store,
+            reporter: self.reporter.as_ref(),
+            approver: self.approver.as_ref(),
+            timings: &self.options.timings,
+            gitops_token: self.options.gitops_token.as_ref(),
+            options: &self.options,
+            early_applied,
+            pregenerated_secrets,
+        }
+    }
+
     fn prefetch_workers_before(&self, step: Step) -> bool {
         !self.options.timings.sequential
             && step > Step::ApplyingCPConfig
@@ -354,18 +365,7 @@ impl<P: Provider> Orchestrator<P> {
     /// checkpoint; a problem is logged and left to ApplyingWorkerConfig.
     fn start_worker_prefetch(&mut self, step: Step, tasks: &mut JoinSet<Vec<String>>) {
         let plan = {
-            let mut ctx = StepContext {
-                step: Step::ApplyingWorkerConfig,
-                provider: &self.provider,
-                store: &mut self.store,
-                reporter: self.reporter.as_ref(),
-                approver: self.approver.as_ref(),
-                timings: &self.options.timings,
-                gitops_token: self.options.gitops_token.as_ref(),
-                options: &self.options,
-                early_applied: &[],
-                pregenerated_secrets: None,
-            };
+            let mut ctx = self.context(Step::ApplyingWorkerConfig, &[], None);
             steps::WorkerPrefetch::plan(&mut ctx)
         };
         match plan {

@@ -31,6 +31,31 @@ pub(crate) fn application_source(app: &Value) -> Value {
         .unwrap_or_default()
 }
 
+/// What a directory Application's `source` deploys from `repo`: the revision of its files and
+/// their objects (`directory.recurse` honoured). Kustomize directories are refused, since the
+/// lab does not render them.
+pub(crate) fn directory(repo: &Repo, source: &Value) -> Result<(String, Vec<Value>), String> {
+    let path = source
+        .pointer("/path")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let recurse = source.pointer("/directory/recurse") == Some(&Value::Bool(true));
+    let files = manifests(repo, path, recurse)?;
+    if files
+        .iter()
+        .any(|(f, _)| f.ends_with("kustomization.yaml") || f.ends_with("kustomization.yml"))
+    {
+        return Err(format!(
+            "{path}: the lab does not render Kustomize directories"
+        ));
+    }
+    let mut objects = Vec::new();
+    for (file, text) in &files {
+        objects.extend(parse(file, text)?);
+    }
+    Ok((revision(&files), objects))
+}
+
 /// The URL of this repository.
 pub(crate) const CTO_REPO_URL: &str = "https://github.com/5dlabs/cto";
 

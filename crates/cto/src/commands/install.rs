@@ -203,6 +203,15 @@ fn resumed_spec(args: &InstallArgs, stored: &ClusterSpec) -> Result<ClusterSpec,
 
 /// The provider flags of a run of `spec`: the lab when the install is a lab install, whatever
 /// was typed on a resume.
+/// The run's waits: every clock in the provider's time (scaled for a lab), then the sequential
+/// baseline when `CTO_BASELINE` asks for it. Either knob refused for this API URL is a usage
+/// error.
+fn run_timings(provider_args: &crate::cli::ProviderArgs) -> Result<installer::Timings, Failure> {
+    let mut timings = context::timings(context::time_scale(provider_args)?);
+    context::apply_baseline(&mut timings, &context::api_url(provider_args))?;
+    Ok(timings)
+}
+
 fn provider_args(args: &InstallArgs, spec: &ClusterSpec) -> crate::cli::ProviderArgs {
     let mut provider = args.provider.clone();
     provider.lab = spec.lab;
@@ -240,7 +249,9 @@ fn parse_stop_after(args: &InstallArgs) -> Result<Option<Step>, Failure> {
 /// Runs `cto install`.
 pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     let stop_after = parse_stop_after(&args)?;
-    let (state_dir, store, resumed) = if args.resume {
+    // The environment's clock and baseline knobs are checked before anything is written: a
+    // time scale or baseline the API URL does not allow is a usage error.
+    let (state_dir, store, resumed, timings) = if args.resume {
         let dir = match (&args.state_dir, &args.cluster_name) {
             (Some(d), _) => d.clone(),
             (None, Some(name)) => context::default_state_dir(name)?,
@@ -254,20 +265,11 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         let store = CheckpointStore::resume(&dir)
             .map_err(|e| install_failure(InstallError::from(e), &dir))?;
         resumed_spec(&args, &store.checkpoint().spec)?;
-        context::time_scale(&provider_args(&args, &store.checkpoint().spec))?;
-        context::apply_baseline(
-            &mut Default::default(),
-            &context::api_url(&provider_args(&args, &store.checkpoint().spec)),
-        )?;
-        (dir, store, true)
+        let timings = run_timings(&provider_args(&args, &store.checkpoint().spec))?;
+        (dir, store, true, timings)
     } else {
         let spec = fresh_spec(&args)?;
-        // A time scale the API URL does not allow is a usage error before anything exists.
-        context::time_scale(&provider_args(&args, &spec))?;
-        context::apply_baseline(
-            &mut Default::default(),
-            &context::api_url(&provider_args(&args, &spec)),
-        )?;
+        let timings = run_timings(&provider_args(&args, &spec))?;
         let dir: PathBuf = match &args.state_dir {
             Some(d) => d.clone(),
             None => context::default_state_dir(&spec.cluster_name)?,
@@ -284,7 +286,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             )),
             other => install_failure(InstallError::from(other), &dir),
         })?;
-        (dir, store, false)
+        (dir, store, false, timings)
     };
     crate::logging::to_state_dir(&state_dir);
 
@@ -307,9 +309,6 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     }
 
     let provider_args = provider_args(&args, &spec);
-    // Every clock of the installer runs in the provider's time: scaled for a lab.
-    let mut timings = context::timings(context::time_scale(&provider_args)?);
-    context::apply_baseline(&mut timings, &context::api_url(&provider_args))?;
     let connection = context::connect(&provider_args, &state_dir, Some(&spec.project)).await?;
     let (reporter, multi) = output::reporter(args.output);
     let approver: Arc<dyn Approver> = if args.yes || spec.lab {

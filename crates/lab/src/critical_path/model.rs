@@ -563,11 +563,7 @@ fn dag(shape: &WorldShape, timing: &dyn Timing, order: &[usize]) -> Bound {
             0.0,
         );
         applied.push(a);
-        installed.push(s.after(
-            format!("{host}: Talos installed (normal mode)"),
-            &[a],
-            timing.modelled_s(Phase::TalosInstall, host),
-        ));
+        installed.push(talos_installed(&mut s, shape, timing, i, a));
     }
     let first = &shape.servers[shape.bootstrap].hostname;
     let bootstrapped = s.after(
@@ -743,6 +739,22 @@ fn pools_online(
 
 /// The zero-latency installer that runs the 22 steps one after the other, each doing its
 /// per-node or per-object work in parallel and ending when its completion condition holds.
+/// Server `i` installed (normal mode) `talos_install` after its config was applied.
+fn talos_installed(
+    s: &mut Schedule,
+    shape: &WorldShape,
+    timing: &dyn Timing,
+    i: usize,
+    applied: Ev,
+) -> Ev {
+    let host = &shape.servers[i].hostname;
+    s.after(
+        format!("{host}: Talos installed (normal mode)"),
+        &[applied],
+        timing.modelled_s(Phase::TalosInstall, host),
+    )
+}
+
 fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
     let (mut s, start) = Schedule::new();
     let s = &mut s;
@@ -787,12 +799,7 @@ fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
     let d: Vec<Ev> = cps.iter().map(|i| applied[*i]).chain([t6]).collect();
     let t7 = step(s, "ApplyingCPConfig", &d);
     for &i in &cps {
-        let host = &shape.servers[i].hostname;
-        installed[i] = s.after(
-            format!("{host}: Talos installed (normal mode)"),
-            &[applied[i]],
-            timing.modelled_s(Phase::TalosInstall, host),
-        );
+        installed[i] = talos_installed(s, shape, timing, i, applied[i]);
     }
     let d: Vec<Ev> = cps.iter().map(|i| installed[*i]).chain([t7]).collect();
     let t8 = step(s, "WaitingCPInstall", &d);
@@ -816,12 +823,7 @@ fn step_ordered(shape: &WorldShape, timing: &dyn Timing) -> Bound {
     let d: Vec<Ev> = workers.iter().map(|i| applied[*i]).chain([t10]).collect();
     let t11 = step(s, "ApplyingWorkerConfig", &d);
     for &i in &workers {
-        let host = &shape.servers[i].hostname;
-        installed[i] = s.after(
-            format!("{host}: Talos installed (normal mode)"),
-            &[applied[i]],
-            timing.modelled_s(Phase::TalosInstall, host),
-        );
+        installed[i] = talos_installed(s, shape, timing, i, applied[i]);
     }
     milestones.insert(
         "all_configs_applied",

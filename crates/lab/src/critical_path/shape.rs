@@ -523,23 +523,7 @@ pub(crate) fn app_shape(
     let Some(repo) = gitops::resolve(config, str_at(&source, "/repoURL")) else {
         return shape(AppContent::Trivial);
     };
-    let path = str_at(&source, "/path");
-    let recurse = source.pointer("/directory/recurse") == Some(&Value::Bool(true));
-    let loaded = gitops::manifests(&repo, path, recurse).and_then(|files| {
-        if files
-            .iter()
-            .any(|(f, _)| f.ends_with("kustomization.yaml") || f.ends_with("kustomization.yml"))
-        {
-            return Err(format!(
-                "{path}: the lab does not render Kustomize directories"
-            ));
-        }
-        let mut objects = Vec::new();
-        for (file, text) in &files {
-            objects.extend(gitops::parse(file, text)?);
-        }
-        Ok(objects)
-    });
+    let loaded = gitops::directory(&repo, &source).map(|(_, objects)| objects);
     let objects = match loaded {
         Ok(objects) => objects,
         Err(error) => return shape(AppContent::Unloadable(error)),

@@ -372,23 +372,7 @@ fn load(shared: &Shared, app: &Value, key: String) -> AppSync {
     let Some(repo) = gitops::resolve(&shared.options.lab, repo_url) else {
         return trivial("Directory");
     };
-    let path = str_at(&source, "/path");
-    let recurse = source.pointer("/directory/recurse") == Some(&json!(true));
-    let loaded = gitops::manifests(&repo, path, recurse).and_then(|files| {
-        if files
-            .iter()
-            .any(|(f, _)| f.ends_with("kustomization.yaml") || f.ends_with("kustomization.yml"))
-        {
-            return Err(format!(
-                "{path}: the lab does not render Kustomize directories"
-            ));
-        }
-        let mut objects = Vec::new();
-        for (file, text) in &files {
-            objects.extend(gitops::parse(file, text)?);
-        }
-        Ok((gitops::revision(&files), objects))
-    });
+    let loaded = gitops::directory(&repo, &source);
     let mut sync = trivial("Directory");
     match loaded {
         Ok((revision, objects)) => {
