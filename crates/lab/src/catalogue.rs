@@ -274,8 +274,15 @@ fn plan(seed: PlanSeed) -> Plan {
 
 const ALL_US: &[&str] = &["CHI", "ASH", "DAL", "MIA2", "LAX", "NYC"];
 
-/// The catalogue every new world starts with: six US sites plus São Paulo and Frankfurt, eight plans with
+/// The catalogue every new world starts with: six US sites plus São Paulo and Frankfurt, ten plans with
 /// stock that differs by plan and site, and the operating systems the installer cares about.
+///
+/// The plans' CPU, memory, `specs.drives`, NICs and hourly USD prices are Latitude's own, from
+/// recorded `GET /plans` traffic: `latitudesh/latitudesh-go` `fixtures/TestAccPlanBasic.yaml`,
+/// `TestAccPlanFilter.yaml`, `TestAccOperatingSystemBasic.yaml` (2024-06-28) and
+/// `latitudesh/terraform-provider-latitudesh` `latitudesh/fixtures/TestAccPlan_Basic.yaml`
+/// (2024-08-19). Drive sizes keep the recordings' free text ("480GB", "1.9 TB"). The sites
+/// offering each plan and the stock are the lab's own.
 pub(crate) fn seed() -> Catalogue {
     let sites = vec![
         site(
@@ -414,7 +421,7 @@ pub(crate) fn seed() -> Catalogue {
             cpu: ("AMD 7443P", 2.85, 24.0, 1.0),
             memory_gb: 256.0,
             drives: &[(2.0, "1.9 TB", "NVME")],
-            nics: &[(2.0, "10 Gbps")],
+            nics: &[(1.0, "2 x 10 Gbps")],
             specs: (
                 "AMD EPYC 7443P 24-Core Processor (24 cores)",
                 "2 X 1.9 TB NVMe",
@@ -435,13 +442,13 @@ pub(crate) fn seed() -> Catalogue {
             id: "plan_6p9Nw4Qs1Ta8E",
             slug: "m4-metal-small",
             features: &["ssh", "raid", "user_data"],
-            cpu: ("AMD 4244P", 3.8, 6.0, 1.0),
+            cpu: ("E-2488", 3.2, 8.0, 1.0),
             memory_gb: 64.0,
-            drives: &[(2.0, "960 GB", "NVME")],
-            nics: &[(2.0, "10 Gbps")],
+            drives: &[(2.0, "480GB", "NVME"), (2.0, "1TB", "NVME")],
+            nics: &[(2.0, "10Gbps")],
             specs: (
-                "AMD EPYC 4244P 6-Core Processor (6 cores)",
-                "2 X 960 GB NVMe",
+                "Xeon E-2488 CPU @ 3.20GHz (8 cores)",
+                "2 X 480 GB NVMe + 2 X 1 TB NVMe",
                 "2 X 10 Gbit/s",
             ),
             regions: vec![
@@ -456,11 +463,11 @@ pub(crate) fn seed() -> Catalogue {
             features: &["ssh", "raid", "user_data"],
             cpu: ("AMD 9124", 3.0, 16.0, 1.0),
             memory_gb: 128.0,
-            drives: &[(2.0, "480 GB", "SSD"), (2.0, "1.9 TB", "NVME")],
-            nics: &[(2.0, "10 Gbps")],
+            drives: &[(2.0, "480GB", "NVME"), (2.0, "1.9TB", "NVME")],
+            nics: &[(2.0, "10Gbps")],
             specs: (
                 "AMD EPYC 9124 16-Core Processor (16 cores)",
-                "2 X 480 GB SSD + 2 X 1.9 TB NVMe",
+                "2 X 480 GB NVMe + 2 X 1.9 TB NVMe",
                 "2 X 10 Gbit/s",
             ),
             regions: vec![
@@ -480,11 +487,11 @@ pub(crate) fn seed() -> Catalogue {
             features: &["ssh", "raid", "user_data"],
             cpu: ("AMD 9254", 2.9, 24.0, 1.0),
             memory_gb: 384.0,
-            drives: &[(2.0, "480 GB", "SSD"), (2.0, "3.8 TB", "NVME")],
-            nics: &[(2.0, "10 Gbps")],
+            drives: &[(2.0, "480GB", "NVME"), (2.0, "3.8TB", "NVME")],
+            nics: &[(2.0, "10Gbps")],
             specs: (
                 "AMD EPYC 9254 24-Core Processor (24 cores)",
-                "2 X 480 GB SSD + 2 X 3.8 TB NVMe",
+                "2 X 480 GB NVMe + 2 X 3.8 TB NVMe",
                 "2 X 10 Gbit/s",
             ),
             regions: vec![region(US, &["ASH", "DAL", "NYC"], &[], "unavailable", 1.06)],
@@ -496,7 +503,7 @@ pub(crate) fn seed() -> Catalogue {
             cpu: ("AMD 7443P", 2.85, 24.0, 1.0),
             memory_gb: 512.0,
             drives: &[(2.0, "3.8 TB", "NVME")],
-            nics: &[(1.0, "10 Gbps")],
+            nics: &[(1.0, "10Gbps")],
             specs: (
                 "AMD EPYC 7443P 24-Core Processor (24 cores)",
                 "2 X 3.8 TB NVMe",
@@ -504,8 +511,45 @@ pub(crate) fn seed() -> Catalogue {
             ),
             regions: vec![region(US, &["ASH", "CHI", "DAL"], &["CHI"], "low", 1.44)],
         }),
+        plan(PlanSeed {
+            id: "plan_Wm4Ld7Rz2Kx9S",
+            slug: "s2-small-x86",
+            features: &["ssh", "raid", "user_data"],
+            cpu: ("E-2276G", 3.8, 6.0, 1.0),
+            memory_gb: 32.0,
+            drives: &[(2.0, "500 GB", "SSD"), (2.0, "1 TB", "NVME")],
+            nics: &[(1.0, "1 Gbps")],
+            specs: (
+                "Xeon E-2276G CPU @ 3.80GHz (6 cores)",
+                "2 X 500 GB SSD + 2 X 1 TB NVMe",
+                "1 Gbit/s",
+            ),
+            regions: vec![region(US, &["DAL", "NYC"], &["DAL", "NYC"], "medium", 0.34)],
+        }),
+        plan(PlanSeed {
+            id: "plan_Gh2Xp5Tn8Vq1B",
+            slug: "g3-gh200",
+            features: &["ssh", "user_data"],
+            cpu: ("NVIDIA Grace Hopper", 3.1, 72.0, 1.0),
+            memory_gb: 480.0,
+            drives: &[(1.0, "3.8TB", "NVME")],
+            nics: &[(1.0, "10 Gbps")],
+            specs: (
+                "NVIDIA Grace Hopper Superchip (72 cores)",
+                "1 X 3.8 TB NVMe",
+                "10 Gbit/s",
+            ),
+            regions: vec![region(US, &["DAL"], &["DAL"], "low", 5.29)],
+        }),
     ];
     let every_plan: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
+    // The `ipxe` OS's `provisionable_on` (plan *names*) covered every recorded plan but
+    // g3-gh200 in `TestAccOperatingSystemBasic.yaml` (latitudesh/latitudesh-go, 2024-06-28).
+    let ipxe_plans: Vec<String> = every_plan
+        .iter()
+        .filter(|name| *name != "g3.gh200")
+        .cloned()
+        .collect();
     let os = |id: &str,
               slug: &str,
               name: &str,
@@ -524,7 +568,11 @@ pub(crate) fn seed() -> Catalogue {
             rescue: full,
             ssh_keys: full,
             user_data: full,
-            provisionable_on: every_plan.clone(),
+            provisionable_on: if slug == IPXE_OS {
+                ipxe_plans.clone()
+            } else {
+                every_plan.clone()
+            },
         }
     };
     let operating_systems = vec![
@@ -597,6 +645,33 @@ mod tests {
         }
         let ipxe = c.operating_system(IPXE_OS).unwrap();
         assert!(ipxe.provisionable_on.contains(&"c2.small.x86".to_string()));
+        assert!(!ipxe.provisionable_on.contains(&"g3.gh200".to_string()));
+    }
+
+    #[test]
+    fn drives_match_the_recordings() {
+        // latitudesh/terraform-provider-latitudesh latitudesh/fixtures/TestAccPlan_Basic.yaml
+        let c = seed();
+        let drives = |slug: &str| -> Vec<(f64, String, String)> {
+            c.plan(slug)
+                .unwrap()
+                .drives
+                .iter()
+                .map(|d| (d.count, d.size.clone(), d.kind.clone()))
+                .collect()
+        };
+        let d = |count: f64, size: &str, kind: &str| (count, size.to_owned(), kind.to_owned());
+        assert_eq!(drives("c2-small-x86"), [d(1.0, "500 GB", "SSD")]);
+        assert_eq!(drives("c2-medium-x86"), [d(2.0, "500 GB", "SSD")]);
+        assert_eq!(drives("c3-small-x86"), [d(1.0, "800 GB", "NVME")]);
+        assert_eq!(
+            drives("m4-metal-medium"),
+            [d(2.0, "480GB", "NVME"), d(2.0, "1.9TB", "NVME")]
+        );
+        assert_eq!(
+            drives("m4-metal-large"),
+            [d(2.0, "480GB", "NVME"), d(2.0, "3.8TB", "NVME")]
+        );
     }
 
     #[test]

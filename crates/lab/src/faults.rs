@@ -12,6 +12,9 @@
 //! | `server.fail` | `HOSTNAME[:N|:always]` | the first (or first N, or every) server ordered with that hostname goes to `failed_deployment` instead of `deploying`; repeatable |
 //! | `node.noboot` | `HOSTNAME` | that server deploys but Talos never answers on :50000; repeatable |
 //! | `stock.vanish` | `SITE` | the site stays listed `in_stock` but every order there gets Latitude's `422` "no stock"; repeatable |
+//! | `node.drives` | `HOSTNAME:COUNTxSIZExTYPE[+…]` | that server's disks are these drives instead of its plan's (`1x480GBxSSD+2x4TBxNVME`), as Latitude ships servers that differ from their plans; repeatable |
+//! | `latitude.status` | `disk_erasing` | iPXE servers read `disk_erasing` instead of `deploying` until they are `on`, while Talos already answers |
+//! | `latitude.flap` | `failed_deployment` | each iPXE server reads `failed_deployment` once during its deployment (one read), then recovers |
 //! | `argocd.degraded` | `APP` | the Argo CD Application stays `Degraded` (mapped onto [`crate::LabConfig::argocd_degraded`]); repeatable |
 //! | `faults.seed` | integer | seed of the random draws (default 0), so a run can be replayed |
 //!
@@ -74,6 +77,13 @@ pub struct FaultSpec {
     pub stock_vanish: Vec<String>,
     /// `argocd.degraded`: Applications that stay Degraded.
     pub argocd_degraded: Vec<String>,
+    /// `node.drives`: hostname → drive list replacing its plan's.
+    pub node_drives: Vec<(String, String)>,
+    /// `latitude.status=disk_erasing`: deploying iPXE servers read `disk_erasing`.
+    pub status_disk_erasing: bool,
+    /// `latitude.flap=failed_deployment`: each deploying iPXE server reads `failed_deployment`
+    /// once.
+    pub flap_failed_deployment: bool,
     /// Seed of the random draws.
     pub seed: u64,
 }
@@ -89,6 +99,9 @@ impl Default for FaultSpec {
             node_noboot: Vec::new(),
             stock_vanish: Vec::new(),
             argocd_degraded: Vec::new(),
+            node_drives: Vec::new(),
+            status_disk_erasing: false,
+            flap_failed_deployment: false,
             seed: 0,
         }
     }
@@ -104,7 +117,7 @@ pub struct FaultSpecError {
     pub reason: String,
 }
 
-const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, stock.vanish, argocd.degraded, faults.seed";
+const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, node.drives, latitude.status, latitude.flap, stock.vanish, argocd.degraded, faults.seed";
 
 fn probability(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -195,6 +208,22 @@ impl FromStr for FaultSpec {
                     out.server_fail.push((hostname(host).map_err(err)?, count));
                 }
                 ("node.noboot", _) => out.node_noboot.push(hostname(value).map_err(err)?),
+                ("node.drives", _) => {
+                    let (host, drives) = value
+                        .split_once(':')
+                        .ok_or_else(|| err("expected HOSTNAME:COUNTxSIZExTYPE[+…]".into()))?;
+                    crate::talos::disks::parse_drives(drives).map_err(err)?;
+                    out.node_drives
+                        .push((hostname(host).map_err(err)?, drives.to_owned()));
+                }
+                ("latitude.status", _) => match value {
+                    "disk_erasing" => out.status_disk_erasing = true,
+                    _ => return Err(err(format!("{value:?} is not a status the lab can hold (disk_erasing)"))),
+                },
+                ("latitude.flap", _) => match value {
+                    "failed_deployment" => out.flap_failed_deployment = true,
+                    _ => return Err(err(format!("{value:?} is not a status the lab can flap to (failed_deployment)"))),
+                },
                 ("stock.vanish", _) => {
                     if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                         return Err(err(format!("{value:?} is not a site slug such as MIA2")));
@@ -280,6 +309,17 @@ impl fmt::Display for FaultSpec {
                 .iter()
                 .map(|a| format!("argocd.degraded={a}")),
         );
+        entries.extend(
+            self.node_drives
+                .iter()
+                .map(|(h, d)| format!("node.drives={h}:{d}")),
+        );
+        if self.status_disk_erasing {
+            entries.push("latitude.status=disk_erasing".into());
+        }
+        if self.flap_failed_deployment {
+            entries.push("latitude.flap=failed_deployment".into());
+        }
         if self.seed != 0 {
             entries.push(format!("faults.seed={}", self.seed));
         }
@@ -310,6 +350,9 @@ impl FaultSpec {
             && self.node_noboot.is_empty()
             && self.stock_vanish.is_empty()
             && self.argocd_degraded.is_empty()
+            && self.node_drives.is_empty()
+            && !self.status_disk_erasing
+            && !self.flap_failed_deployment
     }
 }
 
@@ -340,6 +383,8 @@ pub(crate) struct Faults {
     pub spec: FaultSpec,
     rng: Mutex<StdRng>,
     failed_orders: Mutex<HashMap<String, u32>>,
+    /// (server id, lifecycle) pairs that already read their `latitude.flap` status.
+    flapped: Mutex<std::collections::HashSet<(String, i64)>>,
 }
 
 impl Faults {
@@ -349,7 +394,38 @@ impl Faults {
             spec,
             rng: Mutex::new(rng),
             failed_orders: Mutex::new(HashMap::new()),
+            flapped: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// The status a read of an iPXE server reports under `latitude.status` and
+    /// `latitude.flap`, given the status its lifecycle says (`status`). Third-party runs saw
+    /// `disk_erasing` while Talos already answered, and terraform-provider-latitudesh PR #183
+    /// describes an iPXE reinstall reading `failed_deployment` while the machine was still
+    /// erasing its disk; both end in `on`.
+    pub fn quirk_status(
+        &self,
+        server: &str,
+        lifecycle: i64,
+        ipxe: bool,
+        status: &'static str,
+    ) -> &'static str {
+        if !ipxe || !matches!(status, "deploying" | "disk_erasing") {
+            return status;
+        }
+        if self.spec.flap_failed_deployment
+            && self
+                .flapped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((server.to_owned(), lifecycle))
+        {
+            return "failed_deployment";
+        }
+        if self.spec.status_disk_erasing {
+            return "disk_erasing";
+        }
+        status
     }
 
     fn api(&self, api: Api) -> &ApiFaults {

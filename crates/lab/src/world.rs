@@ -141,6 +141,11 @@ pub(crate) struct TalosState {
     /// When `Bootstrap` succeeded on this node (control planes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrapped_at_ms: Option<i64>,
+    /// Why the install this configuration started fails (its install disk does not resolve,
+    /// see `talos::disks::resolve_install_disk`): the node reboots into maintenance mode
+    /// instead of coming back configured, and the reason is on its console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_error: Option<String>,
 }
 
 /// An SSH key registered with the provider.

@@ -241,7 +241,14 @@ pub struct ProviderError {
     pub status: Option<u16>,
     /// The provider's request id (`X-Request-Id`), for support tickets.
     pub request_id: Option<String>,
+    /// The provider's machine-readable error code (Latitude's `errors[0].code`), if it sent one.
+    pub code: Option<String>,
 }
+
+/// Latitude's code for an order refused for lack of stock (`422`, `errors[0].code`), as
+/// `latitudesh/terraform-provider-latitudesh`'s acceptance tests check for
+/// (`isServersOutOfStockError`).
+pub const OUT_OF_STOCK_CODE: &str = "SERVERS_OUT_OF_STOCK";
 
 impl ProviderError {
     /// Builds an error without HTTP details.
@@ -251,7 +258,18 @@ impl ProviderError {
             message: message.into(),
             status: None,
             request_id: None,
+            code: None,
         }
+    }
+
+    /// True for an order refused because the plan is out of stock at the site: `422` with the
+    /// code [`OUT_OF_STOCK_CODE`].
+    pub fn is_out_of_stock(&self) -> bool {
+        self.status == Some(422)
+            && self
+                .code
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(OUT_OF_STOCK_CODE))
     }
 }
 

@@ -334,7 +334,7 @@ async fn order_one<P: Provider>(
                 }
                 last = Some(e);
             }
-            Err(e) if e.kind == ProviderErrorKind::Rejected && is_no_stock(&e.message) => {
+            Err(e) if e.is_out_of_stock() => {
                 return Err(StepError::OutOfStock {
                     hostname: order.hostname.clone(),
                     plan: order.plan.clone(),
@@ -351,12 +351,6 @@ async fn order_one<P: Provider>(
             metal::provider::ProviderError::new(ProviderErrorKind::Transient, "no answer")
         }),
     ))
-}
-
-/// True for the provider's "no stock" refusal of an order.
-fn is_no_stock(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("no stock") || m.contains("out of stock")
 }
 
 fn adopt<P: Provider>(

@@ -62,6 +62,15 @@ impl ApiError {
         }
     }
 
+    /// 422 `SERVERS_OUT_OF_STOCK`: the plan cannot be deployed at the site now (the code
+    /// `latitudesh/terraform-provider-latitudesh`'s acceptance tests recognise,
+    /// `isServersOutOfStockError`).
+    pub fn out_of_stock(detail: impl Into<String>) -> ApiError {
+        let mut e = ErrorObject::new(Some("SERVERS_OUT_OF_STOCK"), "Unprocessable Entity", detail);
+        e.pointer = Some("/data/attributes/site".into());
+        ApiError::one(StatusCode::UNPROCESSABLE_ENTITY, e)
+    }
+
     /// 404 for a record that does not exist (the exact body of the real API).
     pub fn not_found() -> ApiError {
         ApiError::one(

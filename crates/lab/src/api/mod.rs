@@ -41,6 +41,7 @@ pub(crate) fn router(lab: Arc<Lab>) -> Router {
         .route("/_lab/stats", get(stats))
         .route("/_lab/critical-path", get(crate::critical_path::handler))
         .route("/_lab/conditions", get(conditions))
+        .route("/_lab/console/{hostname}", get(console))
         .route("/plans", get(catalogue::list_plans))
         .route(
             "/plans/operating_systems",
@@ -220,6 +221,18 @@ async fn stats(State(lab): State<Arc<Lab>>, query: RawQuery) -> Result<Response,
 
 /// `GET /_lab/conditions` (no authentication): when each condition of the world became true,
 /// sorted by time (see docs/lab.md, "Observing a run").
+/// `GET /_lab/console/{hostname}`: what the server's console shows of its Talos install (where a
+/// real Talos prints why an install failed), one line per entry; 404 for an unknown hostname.
+async fn console(
+    State(lab): State<Arc<Lab>>,
+    axum::extract::Path(hostname): axum::extract::Path<String>,
+) -> Response {
+    match crate::talos::console(&lab, &hostname) {
+        Some(lines) => axum::Json(json!({"hostname": hostname, "lines": lines})).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn conditions(State(lab): State<Arc<Lab>>) -> Response {
     let now = crate::lifecycle::now_ms();
     let mut earliest: HashMap<String, i64> = HashMap::new();

@@ -91,7 +91,7 @@ pub(crate) async fn list(
                 .as_ref()
                 .is_none_or(|v| v.iter().any(|x| x == s.status(now, &lab.durations)))
         })
-        .map(|s| resources::server(&world, &lab.durations, s, now))
+        .map(|s| quirk(&lab, s, resources::server(&world, &lab.durations, s, now)))
         .collect();
     let (items, meta) = page.apply(servers);
     Ok(data(StatusCode::OK, Value::Array(items), meta))
@@ -106,9 +106,35 @@ pub(crate) async fn get(
     let server = world.server(&id).ok_or_else(ApiError::not_found)?;
     Ok(data(
         StatusCode::OK,
-        resources::server(&world, &lab.durations, server, now_ms()),
+        quirk(
+            &lab,
+            server,
+            resources::server(&world, &lab.durations, server, now_ms()),
+        ),
         json!({}),
     ))
+}
+
+/// The status faults `latitude.status` and `latitude.flap` applied to a rendered server.
+fn quirk(lab: &Lab, server: &crate::world::Server, mut rendered: Value) -> Value {
+    if let Some(status) = rendered
+        .pointer_mut("/attributes/status")
+        .and_then(|s| s.as_str().map(str::to_owned))
+    {
+        let status = match status.as_str() {
+            "deploying" => "deploying",
+            "disk_erasing" => "disk_erasing",
+            _ => return rendered,
+        };
+        let quirked = lab.faults.quirk_status(
+            &server.id,
+            server.lifecycle.started_at_ms,
+            server.is_ipxe(),
+            status,
+        );
+        rendered["attributes"]["status"] = Value::String(quirked.into());
+    }
+    rendered
 }
 
 /// The validated attributes of an order.
@@ -135,6 +161,7 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
     let billing = a.string("billing", false);
     let ssh_keys = a.strings("ssh_keys");
     let tags = a.strings("tags");
+    let mut out_of_stock: Option<String> = None;
 
     let project = project.and_then(|p| match world.project(&p) {
         Some(project) => Some(project.id.clone()),
@@ -213,13 +240,10 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
         } else if !stock::site_in_stock(world, &lab.config, plan, site)
             || lab.faults.stock_vanished(site)
         {
-            a.reject(
-                "site",
-                format!(
-                    "No stock of {} in {site}. Pick a site from the plan's locations.in_stock",
-                    plan.slug
-                ),
-            );
+            out_of_stock = Some(format!(
+                "No stock of {} in {site}. Pick a site from the plan's locations.in_stock",
+                plan.slug
+            ));
         }
     }
     if let Some(project) = &project {
@@ -242,6 +266,9 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
         }
     }
     a.finish()?;
+    if let Some(detail) = out_of_stock {
+        return Err(ApiError::out_of_stock(detail));
+    }
     let (Some(project_id), Some(plan), Some(site), Some(os), Some(hostname)) =
         (project, plan, site, os, hostname)
     else {

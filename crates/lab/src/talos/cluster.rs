@@ -36,7 +36,16 @@ pub(crate) fn current_state(server: &Server) -> Option<&TalosState> {
     server
         .talos
         .as_ref()
-        .filter(|t| t.generation == server.lifecycle.started_at_ms)
+        .filter(|t| t.generation == server.lifecycle.started_at_ms && t.install_error.is_none())
+}
+
+/// The configuration of `server`'s current lifecycle whose install failed (see
+/// [`TalosState::install_error`]).
+pub(crate) fn failed_install(server: &Server) -> Option<&TalosState> {
+    server
+        .talos
+        .as_ref()
+        .filter(|t| t.generation == server.lifecycle.started_at_ms && t.install_error.is_some())
 }
 
 /// The phase of `server` at `now_ms`. The boot image is not checked here (see [`boot_image`]).
@@ -49,7 +58,12 @@ pub(crate) fn phase(server: &Server, config: &LabConfig, d: &Durations, now_ms: 
         return Phase::Down;
     }
     match current_state(server) {
-        None => Phase::Maintenance,
+        // A failed install reboots (Talos `internal/app/machined/main.go` `handle`: "rebooting
+        // in 10 seconds") and iPXE loads Talos again: maintenance mode, nothing persisted.
+        None => match failed_install(server) {
+            Some(state) if now_ms < installed_at_ms(server, state, d) => Phase::Installing,
+            _ => Phase::Maintenance,
+        },
         Some(state) => {
             let since_ms = installed_at_ms(server, state, d);
             if now_ms < since_ms {
@@ -335,6 +349,7 @@ mod tests {
             config: String::new(),
             applied_at_ms: 1000,
             bootstrapped_at_ms: None,
+            install_error: None,
         };
         let s = server(Some(state.clone()));
         assert_eq!(phase(&s, &config, &d, 1119), Phase::Installing);
@@ -345,9 +360,17 @@ mod tests {
         // A state from an earlier lifecycle is ignored.
         let stale = server(Some(TalosState {
             generation: -1,
-            ..state
+            ..state.clone()
         }));
         assert_eq!(phase(&stale, &config, &d, 2000), Phase::Maintenance);
+        // An install that fails reboots into maintenance mode once the install time is over.
+        let failed = server(Some(TalosState {
+            install_error: Some("lstat /dev/sdz: no such file or directory".into()),
+            ..state
+        }));
+        assert_eq!(phase(&failed, &config, &d, 1119), Phase::Installing);
+        assert_eq!(phase(&failed, &config, &d, 1120), Phase::Maintenance);
+        assert!(current_state(&failed).is_none());
     }
 
     #[test]

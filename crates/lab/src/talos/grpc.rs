@@ -281,6 +281,8 @@ impl Api {
         let ident = &self.0.ident;
         let text = String::from_utf8_lossy(&request.data).into_owned();
         let now = now_ms();
+        let lab_config = self.0.shared.lab.config.clone();
+        let catalogue = self.0.shared.lab.world().catalogue.clone();
         self.0
             .shared
             .lab
@@ -292,11 +294,21 @@ impl Api {
                         Refusal::Status(Status::unavailable("the node is shutting down"))
                     })?;
                 if cluster::current_state(server).is_none() {
+                    // The install that follows resolves the install disk against the machine's
+                    // real disks; a disk it does not have fails it (see `disks`).
+                    let machine = super::machine_disks(&catalogue, server, &lab_config);
+                    let install_error =
+                        super::disks::resolve_install_disk(&machine, &config.install_target)
+                            .err();
+                    if let Some(reason) = &install_error {
+                        tracing::warn!(server = %server.id, hostname = %server.hostname, %reason, "Talos install will fail: task install failed; rebooting into maintenance mode");
+                    }
                     server.talos = Some(TalosState {
                         generation: ident.generation,
                         config: text,
                         applied_at_ms: now,
                         bootstrapped_at_ms: None,
+                        install_error,
                     });
                 }
                 Ok::<_, Refusal>(())
@@ -322,38 +334,57 @@ impl StorageService for Api {
         request: tonic::Request<()>,
     ) -> Result<tonic::Response<spb::DisksResponse>, Status> {
         self.authorize(&request, READER)?;
-        let installed = matches!(self.0.mode, NodeMode::Normal { .. });
         let disks = {
             let world = self.0.shared.lab.world();
-            let plan = world
-                .server(&self.0.ident.server_id)
-                .and_then(|s| world.catalogue.plan(&s.plan));
-            super::disks::for_plan(
-                plan,
-                &self.0.ident.server_id,
-                self.0.shared.lab.config.extra_disks,
-            )
+            match world.server(&self.0.ident.server_id) {
+                Some(server) => {
+                    let mut disks =
+                        super::machine_disks(&world.catalogue, server, &self.0.shared.lab.config);
+                    // `system_disk` once Talos runs from the disk it installed to.
+                    if let NodeMode::Normal { config, .. } = &self.0.mode
+                        && let Ok(i) =
+                            super::disks::resolve_install_disk(&disks, &config.install_target)
+                    {
+                        disks[i].system = true;
+                    }
+                    disks
+                }
+                None => Vec::new(),
+            }
         };
         let disks = disks
             .into_iter()
-            .map(|d| spb::Disk {
-                size: d.size,
-                model: d.model,
-                device_name: d.device_name.clone(),
-                name: String::new(),
-                serial: d.serial,
-                modalias: "nvme:v144DdA80Asd144Ds0000".into(),
-                uuid: String::new(),
-                wwid: d.wwid,
-                r#type: spb::disk::DiskType::Nvme.into(),
-                bus_path: format!(
-                    "/pci0000:00/0000:00:01.{}/0000:0{}:00.0/nvme",
-                    d.device_name.len() % 8,
-                    d.device_name.len() % 10
-                ),
-                system_disk: d.system && installed,
-                subsystem: "/sys/class/block".into(),
-                readonly: false,
+            .map(|d| {
+                let nvme = d.kind == super::disks::DiskKind::Nvme;
+                let index = d.device_name.bytes().last().unwrap_or(b'0') % 8;
+                spb::Disk {
+                    size: d.size,
+                    model: d.model,
+                    device_name: d.device_name.clone(),
+                    name: String::new(),
+                    serial: d.serial,
+                    modalias: if nvme {
+                        "nvme:v144DdA80Asd144Ds0000".into()
+                    } else {
+                        "scsi:t-0x00".into()
+                    },
+                    uuid: String::new(),
+                    wwid: d.wwid,
+                    r#type: match d.kind {
+                        super::disks::DiskKind::Nvme => spb::disk::DiskType::Nvme,
+                        super::disks::DiskKind::Ssd => spb::disk::DiskType::Ssd,
+                        super::disks::DiskKind::Hdd => spb::disk::DiskType::Hdd,
+                    }
+                    .into(),
+                    bus_path: if nvme {
+                        format!("/pci0000:00/0000:00:01.{index}/0000:0{index}:00.0/nvme")
+                    } else {
+                        format!("/pci0000:00/0000:00:17.0/ata{}/host{index}/target{index}:0:0/{index}:0:0:0", index + 1)
+                    },
+                    system_disk: d.system,
+                    subsystem: "/sys/class/block".into(),
+                    readonly: false,
+                }
             })
             .collect();
         Ok(tonic::Response::new(spb::DisksResponse {

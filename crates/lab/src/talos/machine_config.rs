@@ -52,6 +52,8 @@ pub(crate) struct MachineConfig {
     pub node_labels: BTreeMap<String, String>,
     /// `machine.install.image`.
     pub install_image: Option<String>,
+    /// `machine.install.disk` and `machine.install.diskSelector`.
+    pub install_target: super::disks::InstallTarget,
     /// `machine.kubelet.image`.
     pub kubelet_image: Option<String>,
     /// `machine.features.rbac`.
@@ -299,6 +301,14 @@ fn validate(raw: RawConfig) -> Result<(MachineConfig, Vec<String>), Rejected> {
             .and_then(|n| n.hostname)
             .filter(|h| !h.is_empty()),
         node_labels: machine.node_labels.unwrap_or_default(),
+        install_target: machine
+            .install
+            .as_ref()
+            .map(|i| super::disks::InstallTarget {
+                disk: i.disk.clone().filter(|d| !d.is_empty()),
+                selector: i.disk_selector.clone().filter(|s| !s.is_null()),
+            })
+            .unwrap_or_default(),
         install_image: machine
             .install
             .and_then(|i| i.image)

@@ -446,10 +446,19 @@ impl Reconciler {
                 api.api.upsert_node(node_info(member));
                 let disks = {
                     let world = self.shared.lab.world();
-                    let plan = world
+                    world
                         .server(&member.server_id)
-                        .and_then(|s| world.catalogue.plan(&s.plan));
-                    disks::for_plan(plan, &member.server_id, self.shared.lab.config.extra_disks)
+                        .map(|server| {
+                            let mut disks =
+                                machine_disks(&world.catalogue, server, &self.shared.lab.config);
+                            if let Ok(i) =
+                                disks::resolve_install_disk(&disks, &member.config.install_target)
+                            {
+                                disks[i].system = true;
+                            }
+                            disks
+                        })
+                        .unwrap_or_default()
                 };
                 api.api.set_node_disks(member.node_name(), disks);
                 tracing::info!(cluster = %member.config.cluster_name, node = %member.node_name(), "kubelet registered its Node");
@@ -467,6 +476,49 @@ impl Reconciler {
             api.api.shutdown().await;
         }
     }
+}
+
+/// The disks of `server`: its plan's drives, or the `node.drives` fault's (a server that
+/// differs from its plan, as Latitude's do), plus the lab's `extra_disks`. None is marked as
+/// the system disk.
+pub(crate) fn machine_disks(
+    catalogue: &crate::catalogue::Catalogue,
+    server: &crate::world::Server,
+    config: &crate::config::LabConfig,
+) -> Vec<disks::LabDisk> {
+    if let Some(drives) = config
+        .faults
+        .node_drives
+        .iter()
+        .find(|(host, _)| *host == server.hostname)
+        .and_then(|(_, spec)| disks::parse_drives(spec).ok())
+    {
+        return disks::from_drives(&drives, &server.id, config.extra_disks);
+    }
+    disks::for_plan(
+        catalogue.plan(&server.plan),
+        &server.id,
+        config.extra_disks,
+    )
+}
+
+/// What a server's console shows of its Talos install: for an install that failed, the error of
+/// Talos' install task and the reboot that follows (`internal/app/machined/main.go` `handle`).
+/// Empty for every other server. (`GET /_lab/console/{hostname}`.)
+pub(crate) fn console(lab: &Lab, hostname: &str) -> Option<Vec<String>> {
+    let world = lab.world();
+    let server = world.servers.iter().find(|s| s.hostname == hostname)?;
+    let mut lines = Vec::new();
+    if let Some(state) = cluster::failed_install(server) {
+        let error = state.install_error.as_deref().unwrap_or_default();
+        lines.push("[talos] task install (1/1): starting".to_owned());
+        lines.push(format!("[talos] task install (1/1): failed: {error}"));
+        lines.push(format!(
+            "[talos] phase install (8/13): failed: {error}"
+        ));
+        lines.push("[talos] rebooting in 10 seconds".to_owned());
+    }
+    Some(lines)
 }
 
 /// The conditions that the persisted world and the clock say became true by `now_ms`, with
@@ -507,6 +559,12 @@ pub(crate) fn world_conditions(lab: &Lab, now_ms: i64) -> Vec<(String, i64)> {
             format!("server/{host}/talos_maintenance"),
             server.talos_up_at_ms(d),
         );
+        if let Some(state) = cluster::failed_install(server) {
+            push(
+                format!("server/{host}/install_failed"),
+                cluster::installed_at_ms(server, state, d),
+            );
+        }
         let Some(state) = cluster::current_state(server) else {
             continue;
         };

@@ -225,6 +225,10 @@ impl From<LatitudeError> for ProviderError {
             kind,
             status: e.status(),
             request_id: e.request_id().map(str::to_owned),
+            code: match &e {
+                LatitudeError::Api(api) => api.code.clone(),
+                _ => None,
+            },
             message,
         }
     }
