@@ -50,26 +50,38 @@ async fn talos_disks_answer_in_maintenance_and_normal_mode() {
     let lab = harness::start(cfg).await;
     let ip = Ipv4Addr::new(127, 0, 226, 1);
     let addr = SocketAddr::from((ip, lab::TALOS_API_PORT));
-    lab.create(json!({"hostname": "cp-1"})).await;
+    // s2-small-x86: 2 × 500 GB SSD + 2 × 1 TB NVMe (Latitude's recorded plan).
+    lab.create(json!({"hostname": "cp-1", "plan": "s2-small-x86", "site": "DAL"}))
+        .await;
 
     let disks = eventually("maintenance-mode Disks", || async move {
         let mut client = TalosClient::maintenance(addr, TIMEOUT).await.ok()?;
         client.disks().await.ok()
     })
     .await;
-    let names: Vec<&str> = disks.iter().map(|d| d.device_name.as_str()).collect();
-    assert_eq!(names, ["/dev/nvme0n1", "/dev/nvme1n1"]);
-    assert!(
-        disks
-            .iter()
-            .all(|d| d.kind == "nvme" && !d.readonly && d.size > 0)
+    let names: Vec<(&str, &str)> = disks
+        .iter()
+        .map(|d| (d.device_name.as_str(), d.kind.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("/dev/sda", "ssd"),
+            ("/dev/sdb", "ssd"),
+            ("/dev/nvme0n1", "nvme"),
+            ("/dev/nvme1n1", "nvme")
+        ]
     );
+    assert!(disks.iter().all(|d| !d.readonly && d.size > 0));
+    assert!(disks.iter().all(|d| !d.serial.is_empty() && !d.wwid.is_empty()));
+    assert_eq!(disks[2].size, 1_000_000_000_000);
     assert!(
         disks.iter().all(|d| !d.system_disk),
         "nothing installed yet"
     );
 
     let config = BootstrapConfig::new("lab", std::net::IpAddr::V4(ip))
+        .with_install_disk("/dev/sdb")
         .render(&bundle, MachineType::ControlPlane)
         .expect("machine config renders");
     TalosClient::maintenance(addr, TIMEOUT)
@@ -94,7 +106,15 @@ async fn talos_disks_answer_in_maintenance_and_normal_mode() {
         .iter()
         .map(|d| (d.device_name.as_str(), d.system_disk))
         .collect();
-    assert_eq!(system, [("/dev/nvme0n1", true), ("/dev/nvme1n1", false)]);
+    assert_eq!(
+        system,
+        [
+            ("/dev/sda", false),
+            ("/dev/sdb", true),
+            ("/dev/nvme0n1", false),
+            ("/dev/nvme1n1", false)
+        ]
+    );
     lab.handle.shutdown().await;
 }
 
@@ -466,4 +486,72 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
     )
     .await;
     assert_eq!(status, 400, "{wrong}");
+}
+
+/// Talos v1.11 accepts a config naming a disk the machine lacks (only "disk or diskSelector" is
+/// validated), then its install task fails at `filepath.EvalSymlinks` and the machine reboots:
+/// iPXE brings it back in maintenance mode, never over mutual TLS, and the console tells why.
+#[tokio::test]
+async fn an_install_disk_the_machine_lacks_fails_the_install_as_talos_does() {
+    let bundle = SecretsBundle::generate().expect("secrets");
+    let mut cfg = harness::config(227);
+    cfg.timeline.talos_install = 100.0;
+    let lab = harness::start(cfg).await;
+    let ip = Ipv4Addr::new(127, 0, 227, 1);
+    let addr = SocketAddr::from((ip, lab::TALOS_API_PORT));
+    // c3-small-x86: one 800 GB NVMe drive, no /dev/sda.
+    lab.create(json!({"hostname": "cp-1", "plan": "c3-small-x86", "site": "DAL"}))
+        .await;
+    let disks = eventually("maintenance-mode Disks", || async move {
+        let mut client = TalosClient::maintenance(addr, TIMEOUT).await.ok()?;
+        client.disks().await.ok()
+    })
+    .await;
+    let names: Vec<&str> = disks.iter().map(|d| d.device_name.as_str()).collect();
+    assert_eq!(names, ["/dev/nvme0n1"]);
+
+    // talosctl's default install disk.
+    let config = BootstrapConfig::new("lab", std::net::IpAddr::V4(ip))
+        .with_install_disk("/dev/sda")
+        .render(&bundle, MachineType::ControlPlane)
+        .expect("machine config renders");
+    TalosClient::maintenance(addr, TIMEOUT)
+        .await
+        .expect("maintenance mode")
+        .apply_configuration(config.as_bytes(), ApplyMode::Reboot)
+        .await
+        .expect("the config is accepted: Talos checks only that a disk is named");
+    // The port closes for the install, then maintenance mode answers again.
+    eventually("the port to close", || async move {
+        TalosClient::maintenance(addr, Duration::from_millis(200))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    eventually("maintenance mode again", || async move {
+        let mut client = TalosClient::maintenance(addr, TIMEOUT).await.ok()?;
+        client.disks().await.ok()
+    })
+    .await;
+    let ips = vec![ip.to_string()];
+    let talosconfig = admin_talosconfig(&bundle, "lab", &ips, &ips).unwrap();
+    let over_mtls = match TalosClient::connect(addr, &talosconfig, TIMEOUT).await {
+        Ok(mut client) => client.version().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!over_mtls, "never comes back over mutual TLS");
+    let console: Value = reqwest::get(format!("{}/_lab/console/cp-1", lab.handle.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lines = console["lines"].to_string();
+    assert!(
+        lines.contains("lstat /dev/sda: no such file or directory"),
+        "{lines}"
+    );
+    assert!(lines.contains("rebooting"), "{lines}");
+    lab.handle.shutdown().await;
 }
