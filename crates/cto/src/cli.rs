@@ -103,6 +103,14 @@ pub struct InstallArgs {
     /// Mayastor replicas per volume, 1-3 [default: 2, or fewer when fewer nodes carry storage].
     #[arg(long)]
     pub storage_replicas: Option<u32>,
+    /// Storage: auto (Mayastor when the storage nodes' plans have a data disk, else local-path),
+    /// mayastor (stop at step 1 when the plans cannot carry it) or local-path [default: auto].
+    #[arg(long, value_name = "auto|mayastor|local-path")]
+    pub storage: Option<String>,
+    /// Disk Talos installs to on every node, checked against the disks each node reports
+    /// [default: chosen per node: the smallest suitable SSD, else NVMe].
+    #[arg(long, value_name = "PATH")]
+    pub install_disk: Option<String>,
     /// Talos version [default: a current v1.11 release].
     #[arg(long)]
     pub talos_version: Option<String>,

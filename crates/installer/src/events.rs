@@ -141,6 +141,9 @@ pub struct Summary {
     pub storage_pools: Vec<String>,
     /// The default StorageClass.
     pub storage_class: String,
+    /// The storage decision of step 1 and why (Mayastor or local-path).
+    #[serde(default)]
+    pub storage: Option<String>,
     /// The kubeconfig the user should use.
     pub kubeconfig: Option<String>,
     /// The talosconfig the user should use.

@@ -17,6 +17,7 @@ mod poll;
 pub mod spec;
 pub mod step;
 mod steps;
+pub mod storage_plan;
 pub mod vault;
 
 pub use error::{ErrorClass, InstallError, StepError};

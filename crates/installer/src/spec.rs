@@ -156,6 +156,10 @@ pub struct InstallRequest {
     pub storage_disk: Option<String>,
     /// `--storage-replicas`.
     pub storage_replicas: Option<u32>,
+    /// `--storage` (auto, mayastor, local-path).
+    pub storage: Option<String>,
+    /// `--install-disk`.
+    pub install_disk: Option<String>,
     /// `--talos-version`.
     pub talos_version: Option<String>,
     /// `--sync-timeout` in minutes.
@@ -206,6 +210,13 @@ pub struct ClusterSpec {
     pub storage_disk: Option<String>,
     /// Mayastor replica count.
     pub storage_replicas: u32,
+    /// `--storage`: how step 1 chooses between Mayastor and local-path.
+    #[serde(default)]
+    pub storage: crate::storage_plan::StorageChoice,
+    /// `--install-disk`: the disk Talos installs to on every node (checked against the disks
+    /// each node reports); chosen per node when absent.
+    #[serde(default)]
+    pub install_disk: Option<String>,
     /// Talos version (`v1.11.5`).
     pub talos_version: String,
     /// How long to wait for GitOps sync, in minutes.
@@ -477,6 +488,8 @@ impl InstallRequest {
             worker_plan: Some(spec.worker_plan.clone()),
             storage_disk: spec.storage_disk.clone(),
             storage_replicas: Some(spec.storage_replicas),
+            storage: Some(spec.storage.to_string()),
+            install_disk: spec.install_disk.clone(),
             talos_version: Some(spec.talos_version.clone()),
             sync_timeout_minutes: spec.sync_timeout_minutes,
             profile: Some(spec.profile.to_string()),
@@ -631,6 +644,22 @@ impl InstallRequest {
             ));
         }
 
+        let storage = match &self.storage {
+            Some(text) => text
+                .parse::<crate::storage_plan::StorageChoice>()
+                .map_err(|e| refuse("--storage", text, e))?,
+            None => crate::storage_plan::StorageChoice::default(),
+        };
+        if let Some(disk) = &self.install_disk
+            && (!disk.starts_with("/dev/") || disk.contains(char::is_whitespace))
+        {
+            return Err(refuse(
+                "--install-disk",
+                disk,
+                "give a device path such as /dev/nvme0n1 or /dev/disk/by-id/…",
+            ));
+        }
+
         let talos_version = self
             .talos_version
             .clone()
@@ -724,6 +753,8 @@ impl InstallRequest {
             region,
             storage_disk: self.storage_disk.clone(),
             storage_replicas,
+            storage,
+            install_disk: self.install_disk.clone(),
             talos_version,
             sync_timeout_minutes: self.sync_timeout_minutes,
             profile,
@@ -859,6 +890,16 @@ impl ClusterSpec {
             "storage_replicas",
             self.storage_replicas.to_string(),
             requested.storage_replicas.to_string(),
+        );
+        cmp(
+            "storage",
+            self.storage.to_string(),
+            requested.storage.to_string(),
+        );
+        cmp(
+            "install_disk",
+            opt(&self.install_disk),
+            opt(&requested.install_disk),
         );
         cmp(
             "talos_version",

@@ -586,6 +586,7 @@ mod tests {
             slug: slug.to_owned(),
             name: slug.replace('-', "."),
             sites,
+            drives: Vec::new(),
         }
     }
 

@@ -111,6 +111,21 @@ pub struct PlanOffer {
     pub name: String,
     /// Every site in `available`, with `in_stock` telling which can deploy now.
     pub sites: Vec<SiteOffer>,
+    /// The plan's drives (`specs.drives`): what a machine of the plan should have. Empty when
+    /// the provider did not list them.
+    #[serde(default)]
+    pub drives: Vec<PlanDrive>,
+}
+
+/// A group of identical drives of a plan (Latitude's `specs.drives[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDrive {
+    /// How many.
+    pub count: u32,
+    /// Free text as the provider writes it (`500 GB`, `480GB`, `3.8TB`).
+    pub size: String,
+    /// `SSD`, `NVME`, `HDD`.
+    pub kind: String,
 }
 
 impl PlanOffer {

@@ -96,6 +96,12 @@ fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSour
     if let Some(v) = args.storage_replicas {
         base.storage_replicas = Some(v);
     }
+    if let Some(v) = &args.storage {
+        base.storage = Some(v.clone());
+    }
+    if let Some(v) = &args.install_disk {
+        base.install_disk = Some(v.clone());
+    }
     if let Some(v) = &args.talos_version {
         base.talos_version = Some(v.clone());
     }

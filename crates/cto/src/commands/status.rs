@@ -32,6 +32,9 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             "site": cp.resolved.site,
             "hourly_usd": cp.resolved.hourly_usd,
             "monthly_usd": cp.resolved.monthly_usd,
+            "storage": cp.resolved.storage_mode,
+            "storage_note": cp.resolved.storage_note,
+            "storage_disks": cp.resolved.storage_disks,
             "last_error": cp.last_error,
             "interrupted": cp.interrupted,
             "servers": cp.servers,
@@ -57,6 +60,9 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             if let (Some(h), Some(m)) = (cp.resolved.hourly_usd, cp.resolved.monthly_usd) {
                 println!("cost        ${h:.2}/hour, ${m:.2}/month");
             }
+            if let Some(note) = &cp.resolved.storage_note {
+                println!("storage     {}", note.trim_start_matches("storage: "));
+            }
             if let Some(err) = &cp.last_error {
                 println!(
                     "last error  [{}/22] {}: {}",
@@ -73,8 +79,8 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             }
             println!();
             println!(
-                "{:<24} {:<14} {:<18} {:<16} {:<18} ",
-                "HOSTNAME", "ROLE", "ID", "IPV4", "STATUS"
+                "{:<24} {:<14} {:<18} {:<16} {:<18} {}",
+                "HOSTNAME", "ROLE", "ID", "IPV4", "STATUS", "INSTALL DISK"
             );
             for s in &cp.servers {
                 let id = match (&s.id, &s.order) {
@@ -83,12 +89,13 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
                     (None, _) => "-".into(),
                 };
                 println!(
-                    "{:<24} {:<14} {:<18} {:<16} {:<18}",
+                    "{:<24} {:<14} {:<18} {:<16} {:<18} {}",
                     s.hostname,
                     s.role.to_string(),
                     id,
                     s.primary_ipv4.map_or("-".into(), |ip| ip.to_string()),
                     s.status.as_deref().unwrap_or("-"),
+                    s.install_disk.as_deref().unwrap_or("-"),
                 );
             }
         }

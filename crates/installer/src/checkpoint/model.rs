@@ -109,6 +109,12 @@ pub struct Resolved {
     /// The summary shown by Complete, kept so that `--resume` after Complete shows it again.
     #[serde(default)]
     pub summary: Option<crate::events::Summary>,
+    /// Step 1's storage decision (Mayastor or local-path) and why, in one line.
+    #[serde(default)]
+    pub storage_mode: Option<crate::storage_plan::StorageMode>,
+    /// Why that storage mode, for progress, `cto status` and the summary.
+    #[serde(default)]
+    pub storage_note: Option<String>,
 }
 
 /// Where the order of one server stands. The intent is written *before* the billable call, so
@@ -187,6 +193,10 @@ pub struct ServerRecord {
     /// finishes the replacement instead of ordering a second server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced: Vec<ReplacedServer>,
+    /// The disk Talos installs to (`machine.install.disk`), chosen from the disks the node
+    /// reported in maintenance mode (or `--install-disk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_disk: Option<String>,
 }
 
 /// A server that failed its deployment and is replaced by a new one with the same hostname.
@@ -268,6 +278,7 @@ impl Checkpoint {
                 config: ConfigState::NotApplied,
                 installed: false,
                 replaced: Vec::new(),
+                install_disk: None,
             })
             .collect();
         Checkpoint {

@@ -117,7 +117,9 @@ pub(crate) async fn waiting_talos_maintenance<P: Provider>(
         }
         .into());
     }
-    Ok(())
+    // Every node answers in maintenance mode: ask each for its disks (install disk, Mayastor
+    // disk, the storage plan checked) before anything is installed.
+    crate::steps::disks::discover(ctx).await
 }
 
 /// What the finished node waits found: nodes that cannot be used, nodes that never answered.

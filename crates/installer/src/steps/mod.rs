@@ -3,11 +3,12 @@
 //! again — after success, after an error, or after the process was killed inside it — converges
 //! instead of repeating billable work.
 
+pub(crate) mod disks;
 mod gitops;
 mod infrastructure;
 mod maintenance;
 mod platform;
-mod post_install;
+pub(crate) mod post_install;
 mod prerequisites;
 pub(crate) mod talos_bootstrap;
 

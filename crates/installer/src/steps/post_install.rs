@@ -86,44 +86,17 @@ pub(crate) fn storage_nodes<'a>(
     servers.iter().filter(|s| s.role == role).collect()
 }
 
-/// The single writable, non-system NVMe disk of a node, or why there is none.
+/// The Mayastor disk of an installed node by the rule of [`crate::storage_plan`] (the system
+/// disk excluded), as its stable `/dev/disk/by-id/` path, or why there is none.
 pub(crate) fn choose_disk(disks: &[DiskInfo]) -> Result<String, String> {
-    let candidates: Vec<&DiskInfo> = disks
-        .iter()
-        .filter(|d| d.kind == "nvme" && !d.system_disk && !d.readonly)
-        .collect();
-    let listing = || {
-        disks
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} ({}, {} GB, {}{}{})",
-                    d.device_name,
-                    d.kind,
-                    d.size / 1_000_000_000,
-                    if d.model.is_empty() { "?" } else { &d.model },
-                    if d.system_disk { ", system disk" } else { "" },
-                    if d.readonly { ", read-only" } else { "" },
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    match candidates.as_slice() {
-        [one] => Ok(one.device_name.clone()),
-        [] => Err(format!(
-            "no writable non-system NVMe disk for Mayastor; its disks: {}. Give --storage-disk to choose one",
-            listing()
-        )),
-        several => Err(format!(
-            "{} candidate NVMe disks for Mayastor ({}); its disks: {}. Give --storage-disk to choose one",
-            several.len(),
-            several
-                .iter()
-                .map(|d| d.device_name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            listing()
+    let facts: Vec<_> = disks.iter().map(crate::steps::disks::facts).collect();
+    let system = disks.iter().position(|d| d.system_disk);
+    match crate::storage_plan::choose_data_disk(&facts, system) {
+        Some(i) => Ok(crate::steps::disks::by_id_path(&disks[i])
+            .unwrap_or_else(|| disks[i].device_name.clone())),
+        None => Err(format!(
+            "no writable disk besides the system disk for Mayastor; its disks: {}. Give --storage-disk to choose one, or install with --storage local-path",
+            crate::steps::disks::describe(disks)
         )),
     }
 }
@@ -321,6 +294,9 @@ async fn resolve_disks<P: Provider>(
 
 /// Step 20: DiskPools, the default StorageClass, pools Online and a PVC bound.
 pub(crate) async fn configuring_storage<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
+    if ctx.checkpoint().resolved.storage_mode == Some(crate::storage_plan::StorageMode::LocalPath) {
+        return local_path_storage(ctx).await;
+    }
     let pools = resolve_disks(ctx).await?;
     let api = cluster(ctx).await?;
     let replicas = ctx.checkpoint().spec.storage_replicas;
@@ -395,6 +371,51 @@ pub(crate) async fn configuring_storage<P: Provider>(ctx: &mut StepContext<'_, P
 
     volume_test(ctx, &api).await?;
     ctx.update(|cp| cp.resolved.storage_verified = true)?;
+    Ok(())
+}
+
+/// Step 20 when step 1 decided local-path: no DiskPools; `local-path` (step 15) stays the
+/// only default StorageClass, checked here.
+async fn local_path_storage<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
+    let api = cluster(ctx).await?;
+    let classes: Api<StorageClass> = api.all();
+    let all = classes
+        .list(&Default::default())
+        .await
+        .map_err(|e| kube_error("the StorageClasses", crate::cluster_api::describe_kube_error(&e)))?;
+    let defaults: Vec<String> = all
+        .items
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true")
+        })
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    if defaults != [LOCAL_PATH_STORAGE_CLASS] {
+        return Err(StepError::Inconsistent {
+            what: format!(
+                "{LOCAL_PATH_STORAGE_CLASS} as the only default StorageClass (defaults now: {})",
+                if defaults.is_empty() { "none".to_owned() } else { defaults.join(", ") }
+            ),
+        }
+        .into());
+    }
+    ctx.update(|cp| {
+        cp.resolved.storage_applied = true;
+        cp.resolved.storage_verified = true;
+    })?;
+    ctx.progress(format!(
+        "no DiskPools; {LOCAL_PATH_STORAGE_CLASS} is the default StorageClass ({})",
+        ctx.checkpoint()
+            .resolved
+            .storage_note
+            .clone()
+            .unwrap_or_else(|| "decided at step 1".into())
+    ));
     Ok(())
 }
 
@@ -663,7 +684,14 @@ pub(crate) fn summary(cp: &crate::checkpoint::Checkpoint, state_dir: &Path) -> S
         endpoint: cp.resolved.endpoint.clone(),
         nodes,
         storage_pools,
-        storage_class: STORAGE_CLASS.to_owned(),
+        storage_class: if cp.resolved.storage_mode
+            == Some(crate::storage_plan::StorageMode::LocalPath)
+        {
+            LOCAL_PATH_STORAGE_CLASS.to_owned()
+        } else {
+            STORAGE_CLASS.to_owned()
+        },
+        storage: cp.resolved.storage_note.clone(),
         kubeconfig: Some(kubeconfig),
         talosconfig: cp
             .resolved
@@ -782,26 +810,29 @@ mod tests {
     }
 
     #[test]
-    fn the_single_non_system_nvme_disk_is_chosen() {
+    fn the_pool_disk_is_a_non_system_disk_named_by_id() {
+        let mut nvme1 = disk("/dev/nvme1n1", "nvme", false);
+        nvme1.serial = "S4EWNX0R".into();
         let disks = [
             disk("/dev/nvme0n1", "nvme", true),
-            disk("/dev/nvme1n1", "nvme", false),
+            nvme1,
             disk("/dev/sda", "ssd", false),
         ];
-        assert_eq!(choose_disk(&disks).unwrap(), "/dev/nvme1n1");
-        let err = choose_disk(&disks[..1]).unwrap_err();
-        assert!(err.contains("no writable non-system NVMe disk"), "{err}");
-        assert!(
-            err.contains("/dev/nvme0n1 (nvme, 960 GB, SAMSUNG, system disk)"),
-            "{err}"
+        assert_eq!(
+            choose_disk(&disks).unwrap(),
+            "/dev/disk/by-id/nvme-SAMSUNG_S4EWNX0R"
         );
-        let two = [
-            disk("/dev/nvme1n1", "nvme", false),
-            disk("/dev/nvme2n1", "nvme", false),
-        ];
-        let err = choose_disk(&two).unwrap_err();
-        assert!(err.contains("2 candidate NVMe disks"), "{err}");
+        let err = choose_disk(&disks[..1]).unwrap_err();
+        assert!(err.contains("no writable disk besides the system disk"), "{err}");
+        assert!(err.contains("/dev/nvme0n1 (nvme, 960 GB, SAMSUNG)"), "{err}");
         assert!(err.contains("--storage-disk"), "{err}");
+        // Two equal data disks: the first by name, not a refusal.
+        let two = [
+            disk("/dev/nvme0n1", "nvme", true),
+            disk("/dev/nvme2n1", "nvme", false),
+            disk("/dev/nvme1n1", "nvme", false),
+        ];
+        assert_eq!(choose_disk(&two).unwrap(), "/dev/nvme1n1", "no serial: kernel name");
     }
 
     #[test]

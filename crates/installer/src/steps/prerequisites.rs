@@ -45,7 +45,7 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         .plan_offers()
         .await
         .map_err(|e| StepFailure::Failed(StepError::provider("listing plans and stock", e)))?;
-    let inventory = InventoryManager::new(offers);
+    let inventory = InventoryManager::new(offers.clone());
 
     let mut demands = vec![NodeDemand {
         plan: spec.cp_plan.clone(),
@@ -98,6 +98,11 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         verdicts: selection.verdicts.clone(),
     });
 
+    // Storage is decided from the plans before anything is ordered.
+    let storage = crate::steps::disks::storage_decision(&spec, &offers, &site)
+        .map_err(StepFailure::Prerequisite)?;
+    ctx.progress(storage.note.clone());
+
     let hourly = selection.chosen.hourly_usd_total;
     let monthly = selection.chosen.monthly_usd_total;
     ctx.reporter.report(Event::Cost {
@@ -123,6 +128,8 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         cp.resolved.schematic_id = Some(schematic_id);
         cp.resolved.ipxe_url = Some(ipxe_url);
         cp.resolved.installer_image = Some(installer_image);
+        cp.resolved.storage_mode = Some(storage.mode);
+        cp.resolved.storage_note = Some(storage.note);
         cp.resolved.hourly_usd = hourly;
         cp.resolved.monthly_usd = monthly;
         for server in cp.servers.iter_mut().filter(|s| s.id.is_none()) {

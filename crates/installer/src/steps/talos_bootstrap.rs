@@ -190,8 +190,13 @@ fn node_config(
     .map_err(|e| StepError::Inconsistent {
         what: format!("a hostname patch for {} ({e})", record.hostname),
     })?;
+    // The install disk chosen from the node's own disks in maintenance mode (user patches
+    // still apply on top of it).
+    let builder = match &record.install_disk {
+        Some(disk) => builder.clone().with_install_disk(disk),
+        None => builder.clone(),
+    };
     builder
-        .clone()
         .with_patches(PatchTarget::All, vec![hostname])
         .render(bundle, machine_type(record.role))
         .map_err(|e| StepError::Inconsistent {
@@ -538,7 +543,7 @@ async fn applying_sequentially<P: Provider>(
                 s.config = ConfigState::Applied { at };
             }
         })?;
-        let tag = wait_installed_one(node.addr, env).await.map_err(node_err)?;
+        let tag = wait_installed_one(node.addr, env).await.map_err(|(_, m)| node_err(m))?;
         ctx.node_status(
             &node.hostname,
             format!("installed, Talos {tag}"),
@@ -652,16 +657,33 @@ async fn apply_one(
 
 /// Polls one node until it answers `Version` over mutual TLS (installed and rebooted into its
 /// config); the Talos tag, or the last error after `install_timeout`.
-async fn wait_installed_one(addr: SocketAddr, env: &ApplyEnv) -> Result<String, String> {
+///
+/// A node that went away for its install and then answers in *maintenance mode* again failed
+/// its install: Talos' install task failed (a missing install disk fails at
+/// `filepath.EvalSymlinks`, v1alpha1_sequencer_tasks.go `Install`), machined rebooted
+/// (`internal/app/machined/main.go` `handle`) and iPXE loaded Talos again, with nothing
+/// persisted. That is `Err((true, …))`, reported at once instead of after the timeout.
+async fn wait_installed_one(addr: SocketAddr, env: &ApplyEnv) -> Result<String, (bool, String)> {
     let started = Instant::now();
     let mut interval = talos_poll_first(env.time_scale);
+    let mut went_away = false;
     loop {
         let last = match runs_our_config(addr, env).await {
             Ok(tag) => return Ok(tag),
             Err(e) => e,
         };
+        match probe(addr, env.probe_timeout).await {
+            ProbeOutcome::Maintenance { .. } if went_away => {
+                return Err((
+                    true,
+                    "Talos install failed: the node rebooted into maintenance mode instead of its configuration".into(),
+                ));
+            }
+            ProbeOutcome::Maintenance { .. } => {}
+            _ => went_away = true,
+        }
         if started.elapsed() >= env.install_timeout {
-            return Err(last);
+            return Err((false, last));
         }
         tokio::time::sleep(pause(env.fixed_poll, interval)).await;
         interval = (interval * 2).min(talos_poll_max(env.time_scale));
@@ -696,10 +718,19 @@ pub(crate) async fn waiting_installed<P: Provider>(
         });
     }
     let mut pending_errors = Vec::new();
+    let mut failed_install: Option<(String, SocketAddr, String)> = None;
     while let Some(batch) = next_batch(&mut tasks).await {
         // Every node seen installed by now is recorded in one checkpoint write.
         let mut installed = Vec::new();
         for (hostname, addr, result) in batch {
+            let result = match result {
+                Err((true, message)) => {
+                    failed_install.get_or_insert((hostname, addr, message));
+                    continue;
+                }
+                Err((false, last)) => Err(last),
+                Ok(tag) => Ok(tag),
+            };
             match result {
                 Ok(tag) => {
                     ctx.node_status(
@@ -722,6 +753,15 @@ pub(crate) async fn waiting_installed<P: Provider>(
             })?;
         }
     }
+    if let Some((hostname, addr, message)) = failed_install {
+        let diagnosis = install_failure_diagnosis(ctx, &hostname, addr).await;
+        return Err(StepError::Node {
+            hostname,
+            address: addr.to_string(),
+            message: format!("{message}; {diagnosis}"),
+        }
+        .into());
+    }
     if pending_errors.is_empty() {
         Ok(())
     } else {
@@ -732,6 +772,57 @@ pub(crate) async fn waiting_installed<P: Provider>(
         }
         .into())
     }
+}
+
+/// Why a node's install failed, as far as the installer can tell: the install disk its config
+/// names (`machine.install.disk`, after patches) against the disks the node reports in
+/// maintenance mode.
+async fn install_failure_diagnosis<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    hostname: &str,
+    addr: SocketAddr,
+) -> String {
+    let configured = (|| {
+        let record = ctx
+            .checkpoint()
+            .servers
+            .iter()
+            .find(|s| s.hostname == hostname)?
+            .clone();
+        let bundle = secrets(ctx).ok()?;
+        let builder = builder(ctx).ok()?;
+        let yaml = node_config(&builder, &bundle, &record).ok()?;
+        configured_install_disk(&yaml)
+    })();
+    let disks = match TalosClient::maintenance(addr, ctx.timings.probe_timeout).await {
+        Ok(mut client) => client.disks().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match (configured, disks) {
+        (Some(disk), Ok(disks)) if !disks.iter().any(|d| crate::steps::disks::names_disk(&disk, d)) => format!(
+            "its machine config installs to {disk} (machine.install.disk), which it does not have; its disks: {}. Drop the --config-patch that sets it, or give --install-disk with one of these, then resume",
+            crate::steps::disks::describe(&disks)
+        ),
+        (Some(disk), Ok(disks)) => format!(
+            "its machine config installs to {disk}; its disks: {}. See the server's console for Talos' error",
+            crate::steps::disks::describe(&disks)
+        ),
+        (disk, Err(e)) => format!(
+            "its machine config installs to {}; its disks could not be listed ({e})",
+            disk.as_deref().unwrap_or("an unknown disk")
+        ),
+        (None, Ok(disks)) => format!("its disks: {}", crate::steps::disks::describe(&disks)),
+    }
+}
+
+/// `machine.install.disk` of a rendered machine config.
+fn configured_install_disk(yaml: &str) -> Option<String> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).ok()?;
+    docs.iter().find_map(|doc| {
+        doc.pointer("/machine/install/disk")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    })
 }
 
 /// The early worker configs (issue 7): started by the orchestrator in the background once

@@ -87,6 +87,7 @@ fn offer(slug: &str) -> PlanOffer {
         slug: slug.into(),
         name: slug.replace('-', "."),
         sites: vec![site("MIA2", true), site("DAL", true), site("ASH", false)],
+        drives: Vec::new(),
     }
 }
 

@@ -186,7 +186,30 @@ pub fn plan_offer(plan: &Plan) -> Option<PlanOffer> {
             });
         }
     }
-    Some(PlanOffer { slug, name, sites })
+    let drives = plan
+        .attributes
+        .specs
+        .as_ref()
+        .map(|specs| {
+            specs
+                .drives
+                .iter()
+                .filter_map(|d| {
+                    Some(crate::provider::PlanDrive {
+                        count: d.count.filter(|c| *c >= 1.0)? as u32,
+                        size: d.size.clone()?,
+                        kind: d.kind.clone().unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PlanOffer {
+        slug,
+        name,
+        sites,
+        drives,
+    })
 }
 
 /// The neutral state of a Latitude status.
