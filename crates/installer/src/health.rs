@@ -316,6 +316,10 @@ pub async fn run(state_dir: &Path, timeout: Duration) -> Result<Vec<Check>, Heal
             }
         }
         if expected.is_empty() {
+            // Step 1 decided local-path: no DiskPool is expected.
+            if cp.resolved.storage_mode == Some(crate::storage_plan::StorageMode::LocalPath) {
+                return Ok("no DiskPools (storage is local-path, decided at step 1)".into());
+            }
             return Err("no DiskPool (storage not configured yet)".into());
         }
         match crate::steps::pools_verdict(&expected, &values) {

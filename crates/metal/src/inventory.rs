@@ -587,6 +587,7 @@ mod tests {
             name: slug.replace('-', "."),
             sites,
             drives: Vec::new(),
+            ipxe: None,
         }
     }
 

@@ -115,6 +115,10 @@ pub struct PlanOffer {
     /// the provider did not list them.
     #[serde(default)]
     pub drives: Vec<PlanDrive>,
+    /// Whether the provider can deploy the plan with a custom iPXE boot (Latitude: the `ipxe`
+    /// operating system's `provisionable_on`); `None` when it did not say.
+    #[serde(default)]
+    pub ipxe: Option<bool>,
 }
 
 /// A group of identical drives of a plan (Latitude's `specs.drives[]`).

@@ -45,6 +45,21 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         .plan_offers()
         .await
         .map_err(|e| StepFailure::Failed(StepError::provider("listing plans and stock", e)))?;
+    // A plan Latitude cannot deploy with a custom iPXE boot never boots Talos.
+    for plan in [&spec.cp_plan, &spec.worker_plan] {
+        if offers.iter().any(|o| o.slug == *plan && o.ipxe == Some(false)) {
+            let able: Vec<&str> = offers
+                .iter()
+                .filter(|o| o.ipxe == Some(true))
+                .map(|o| o.slug.as_str())
+                .collect();
+            return Err(StepFailure::Prerequisite(format!(
+                "plan {plan} cannot be deployed with iPXE at {} (the ipxe operating system's provisionable_on does not list it), so it cannot boot Talos; plans that can: {}",
+                ctx.provider.name(),
+                able.join(", ")
+            )));
+        }
+    }
     let inventory = InventoryManager::new(offers.clone());
 
     let mut demands = vec![NodeDemand {

@@ -88,6 +88,7 @@ fn offer(slug: &str) -> PlanOffer {
         name: slug.replace('-', "."),
         sites: vec![site("MIA2", true), site("DAL", true), site("ASH", false)],
         drives: Vec::new(),
+        ipxe: None,
     }
 }
 

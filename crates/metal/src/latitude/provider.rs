@@ -95,7 +95,30 @@ impl Provider for LatitudeProvider {
 
     async fn plan_offers(&self) -> ProviderResult<Vec<PlanOffer>> {
         let plans = self.client.list_plans(None).await?;
-        Ok(plans.iter().filter_map(plan_offer).collect())
+        let mut offers: Vec<PlanOffer> = plans.iter().filter_map(plan_offer).collect();
+        // Whether each plan can be deployed with the `ipxe` OS: its `provisionable_on` lists
+        // plan *names* (`c2.small.x86`), per the recorded `GET /plans/operating_systems`
+        // (latitudesh/latitudesh-go `fixtures/TestAccOperatingSystemBasic.yaml`).
+        // A listing that fails leaves `ipxe` unknown rather than failing the plan listing.
+        let systems = match self.client.list_operating_systems().await {
+            Ok(systems) => systems,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list operating systems; iPXE support of the plans unknown");
+                Vec::new()
+            }
+        };
+        if let Some(ipxe) = systems
+            .iter()
+            .find(|os| os.attributes.slug.as_deref() == Some("ipxe"))
+        {
+            for offer in &mut offers {
+                offer.ipxe = Some(
+                    ipxe.attributes.provisionable_on_plan(&offer.name)
+                        || ipxe.attributes.provisionable_on_plan(&offer.slug),
+                );
+            }
+        }
+        Ok(offers)
     }
 
     async fn list_machines(&self) -> ProviderResult<Vec<Machine>> {
@@ -209,6 +232,7 @@ pub fn plan_offer(plan: &Plan) -> Option<PlanOffer> {
         name,
         sites,
         drives,
+        ipxe: None,
     })
 }
 
