@@ -55,6 +55,13 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The Image Factory the lab serves under `<lab URL>/factory`, with `--lab`.
+    pub fn factory_url(&self) -> Option<String> {
+        self.lab
+            .as_ref()
+            .map(|lab| format!("{}/factory", lab.url()))
+    }
+
     /// Stops the in-process lab, if any.
     pub async fn close(self) {
         if let Some(lab) = self.lab {

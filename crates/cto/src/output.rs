@@ -216,7 +216,10 @@ pub fn summary_text(s: &Summary) -> String {
         out.push(format!("    DiskPool {p}"));
     }
     if let Some(note) = &s.storage {
-        out.push(format!("  Storage:         {}", note.trim_start_matches("storage: ")));
+        out.push(format!(
+            "  Storage:         {}",
+            note.trim_start_matches("storage: ")
+        ));
     }
     if let Some(k) = &s.kubeconfig {
         out.push(format!("  kubeconfig:      {k}"));

@@ -158,6 +158,9 @@ pub struct RunOptions {
     pub kubeconfig_out: Option<std::path::PathBuf>,
     /// `--install-lens`: install OpenLens with the platform's package manager (best effort).
     pub install_lens: bool,
+    /// The Image Factory step 1 asks for its Talos versions (`<lab URL>/factory` with `--lab`);
+    /// `None`: the spec's `--image-factory-url`, else the official factory.
+    pub factory_url: Option<String>,
 }
 
 /// How a run ended without error.

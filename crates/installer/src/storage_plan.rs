@@ -353,7 +353,10 @@ mod tests {
         assert!(plan_has_data_disk(&[d(2, "500 GB", "SSD")]));
         assert!(!plan_has_data_disk(&[d(1, "800 GB", "NVME")]));
         assert!(plan_has_data_disk(&[d(2, "1.9 TB", "NVME")]));
-        assert!(plan_has_data_disk(&[d(2, "480GB", "NVME"), d(2, "3.8TB", "NVME")]));
+        assert!(plan_has_data_disk(&[
+            d(2, "480GB", "NVME"),
+            d(2, "3.8TB", "NVME")
+        ]));
         assert_eq!(parse_size("3.8TB"), 3_800_000_000_000);
         assert_eq!(parse_size("480GB"), 480_000_000_000);
         assert_eq!(parse_size("lots"), 0);
@@ -363,20 +366,47 @@ mod tests {
     fn decisions() {
         let small = [d(1, "500 GB", "SSD")];
         let alternatives = vec!["c2-medium-x86".to_string(), "c3-large-x86".to_string()];
-        let auto = decide(StorageChoice::Auto, "c2-small-x86", &small, &alternatives, "DAL").unwrap();
+        let auto = decide(
+            StorageChoice::Auto,
+            "c2-small-x86",
+            &small,
+            &alternatives,
+            "DAL",
+        )
+        .unwrap();
         assert_eq!(auto.mode, StorageMode::LocalPath);
         assert!(auto.note.contains("local-path"), "{}", auto.note);
-        assert!(auto.note.contains("c2-medium-x86, c3-large-x86"), "{}", auto.note);
-        let err = decide(StorageChoice::Mayastor, "c2-small-x86", &small, &alternatives, "DAL")
-            .unwrap_err();
+        assert!(
+            auto.note.contains("c2-medium-x86, c3-large-x86"),
+            "{}",
+            auto.note
+        );
+        let err = decide(
+            StorageChoice::Mayastor,
+            "c2-small-x86",
+            &small,
+            &alternatives,
+            "DAL",
+        )
+        .unwrap_err();
         assert!(err.contains("c2-medium-x86, c3-large-x86"), "{err}");
         assert!(err.contains("1× 500 GB SSD"), "{err}");
         let big = [d(2, "1.9 TB", "NVME")];
-        let m = decide(StorageChoice::Auto, "c3-large-x86", &big, &alternatives, "DAL").unwrap();
+        let m = decide(
+            StorageChoice::Auto,
+            "c3-large-x86",
+            &big,
+            &alternatives,
+            "DAL",
+        )
+        .unwrap();
         assert_eq!(m.mode, StorageMode::Mayastor);
         let lp = decide(StorageChoice::LocalPath, "c3-large-x86", &big, &[], "DAL").unwrap();
         assert_eq!(lp.mode, StorageMode::LocalPath);
-        assert_eq!("local-path".parse::<StorageChoice>(), Ok(StorageChoice::LocalPath));
+        assert_eq!(
+            "local-path".parse::<StorageChoice>(),
+            Ok(StorageChoice::LocalPath)
+        );
         assert!("zfs".parse::<StorageChoice>().is_err());
     }
 }

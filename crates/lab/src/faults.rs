@@ -218,11 +218,19 @@ impl FromStr for FaultSpec {
                 }
                 ("latitude.status", _) => match value {
                     "disk_erasing" => out.status_disk_erasing = true,
-                    _ => return Err(err(format!("{value:?} is not a status the lab can hold (disk_erasing)"))),
+                    _ => {
+                        return Err(err(format!(
+                            "{value:?} is not a status the lab can hold (disk_erasing)"
+                        )));
+                    }
                 },
                 ("latitude.flap", _) => match value {
                     "failed_deployment" => out.flap_failed_deployment = true,
-                    _ => return Err(err(format!("{value:?} is not a status the lab can flap to (failed_deployment)"))),
+                    _ => {
+                        return Err(err(format!(
+                            "{value:?} is not a status the lab can flap to (failed_deployment)"
+                        )));
+                    }
                 },
                 ("stock.vanish", _) => {
                     if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {

@@ -338,6 +338,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             kubeconfig_env: std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()),
             kubeconfig_out: args.kubeconfig_out.clone(),
             install_lens: args.install_lens,
+            factory_url: connection.factory_url(),
         },
     );
 
@@ -453,6 +454,7 @@ async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Re
         RunOptions {
             stop_after: Some(Step::ValidatingPrerequisites),
             timings: Default::default(),
+            factory_url: connection.factory_url(),
             ..Default::default()
         },
     );

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod destroy;
+mod hardware;
 mod harness;
 mod install;
 mod kubectl;

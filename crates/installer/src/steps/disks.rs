@@ -48,7 +48,30 @@ pub(crate) fn storage_decision(
         .filter(|o| o.site(site).is_some_and(|s| s.in_stock) && plan_has_data_disk(&o.drives))
         .map(|o| o.slug.clone())
         .collect();
-    storage_plan::decide(spec.storage, plan, &drives, &alternatives, site)
+    if !alternatives.is_empty() {
+        return storage_plan::decide(spec.storage, plan, &drives, &alternatives, site);
+    }
+    // None at this site: name the plans in stock elsewhere, with their sites.
+    let elsewhere: Vec<String> = offers
+        .iter()
+        .filter(|o| o.ipxe != Some(false) && plan_has_data_disk(&o.drives))
+        .filter_map(|o| {
+            let sites: Vec<&str> = o
+                .sites
+                .iter()
+                .filter(|s| s.in_stock)
+                .map(|s| s.site.as_str())
+                .collect();
+            (!sites.is_empty()).then(|| format!("{} (in {})", o.slug, sites.join(", ")))
+        })
+        .collect();
+    storage_plan::decide(
+        spec.storage,
+        plan,
+        &drives,
+        &elsewhere,
+        &format!("other sites (none in {site})"),
+    )
 }
 
 /// What the rules see of a disk Talos reported.
@@ -131,20 +154,18 @@ pub(crate) fn choose_for_node(
     disks: &[DiskInfo],
 ) -> Result<NodeDisks, String> {
     let all: Vec<DiskFacts> = disks.iter().map(facts).collect();
-    let install_index = match &spec.install_disk {
-        Some(path) => Some(
-            disks
-                .iter()
-                .position(|d| names_disk(path, d))
-                .ok_or_else(|| {
+    let install_index =
+        match &spec.install_disk {
+            Some(path) => Some(disks.iter().position(|d| names_disk(path, d)).ok_or_else(
+                || {
                     format!(
                         "--install-disk {path} is not a disk of {hostname}; its disks: {}",
                         describe(disks)
                     )
-                })?,
-        ),
-        None => choose_install_disk(&all),
-    };
+                },
+            )?),
+            None => choose_install_disk(&all),
+        };
     let Some(install_index) = install_index else {
         return Err(format!(
             "{hostname} has no disk Talos can install to (writable SSD, NVMe or HDD of at least 10 GB); its disks: {}",
@@ -230,9 +251,7 @@ pub(crate) async fn discover<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepR
         .servers
         .iter()
         .filter(|r| {
-            r.install_disk.is_none()
-                && !r.installed
-                && matches!(r.config, ConfigState::NotApplied)
+            r.install_disk.is_none() && !r.installed && matches!(r.config, ConfigState::NotApplied)
         })
         .filter_map(|r| {
             r.primary_ipv4.map(|ip| {
@@ -421,7 +440,10 @@ mod tests {
             &disks,
         )
         .unwrap_err();
-        assert!(err.contains("demo-cp-1") && err.contains("c3-small-x86"), "{err}");
+        assert!(
+            err.contains("demo-cp-1") && err.contains("c3-small-x86"),
+            "{err}"
+        );
         assert!(err.contains("/dev/nvme0n1 (nvme, 800 GB"), "{err}");
     }
 
@@ -454,7 +476,10 @@ mod tests {
             &disks,
         )
         .unwrap_err();
-        assert!(err.contains("--install-disk /dev/sdz is not a disk of demo-cp-1"), "{err}");
+        assert!(
+            err.contains("--install-disk /dev/sdz is not a disk of demo-cp-1"),
+            "{err}"
+        );
         let node = choose_for_node(
             "demo-cp-1",
             "s2-small-x86",

@@ -414,6 +414,12 @@ fn record_machine<P: Provider>(
     Ok(())
 }
 
+/// How long a `failed_*` status must persist (modelled time, scaled in the lab) before the
+/// server is replaced, when Talos does not answer on its address.
+pub(crate) const FAILED_STATUS_WINDOW: Duration = Duration::from_secs(180);
+/// How many listings must read a `failed_*` status before the server is replaced.
+pub(crate) const FAILED_STATUS_READS: u32 = 2;
+
 /// A quick TCP check of the Talos API port, used to see through a provider status that lags
 /// behind the machine (Latitude can say `deploying` while Talos is already up).
 async fn talos_port_open(ip: Ipv4Addr, timeout: Duration) -> bool {
@@ -449,6 +455,8 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
     let mut clock = StatusClock::default();
     // Servers (by id) whose Talos answered while the provider still said `deploying`.
     let mut talos_up: HashSet<String> = HashSet::new();
+    // Servers (by id) reading `failed_*`: since when (listing time) and in how many listings.
+    let mut failing: HashMap<String, (Instant, u32)> = HashMap::new();
     loop {
         let machines = ctx.provider.list_machines().await.map_err(|e| {
             StepError::provider("listing servers while waiting for them to deploy", e)
@@ -475,7 +483,23 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                 }
                 .into());
             };
-            if machine.state.is_failed() {
+            // A `failed_*` read is not trusted at once: terraform-provider-latitudesh PR #183
+            // describes an iPXE reinstall reading `failed_deployment` while the machine was
+            // still erasing its disk. It leads to a replacement only when it persists for
+            // FAILED_STATUS_WINDOW (modelled time) over at least FAILED_STATUS_READS listings
+            // and Talos does not answer on the server's address.
+            if !machine.state.is_failed() {
+                failing.remove(&id);
+            }
+            let failed_for_good = machine.state.is_failed() && !talos_up.contains(&id) && {
+                let (since, reads) = failing.entry(id.clone()).or_insert((listed_at, 0));
+                *reads += 1;
+                *reads >= FAILED_STATUS_READS
+                    && listed_at.saturating_duration_since(*since)
+                        >= timings.scale(FAILED_STATUS_WINDOW)
+            };
+            if failed_for_good {
+                failing.remove(&id);
                 let done = replacements.entry(record.hostname.clone()).or_default();
                 if *done >= MAX_REPLACEMENTS {
                     return Err(StepError::ServerFailedRepeatedly {
@@ -556,7 +580,10 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                     in_status,
                     machine.primary_ipv4.is_some(),
                 ));
-                if machine.raw_status == "deploying"
+                // Every server with an address that is not in a terminal state is probed:
+                // Latitude has been seen saying `deploying` or `disk_erasing` (and, briefly,
+                // `failed_deployment`) while Talos was already up.
+                if !matches!(machine.state, MachineState::Ready | MachineState::Off)
                     && let Some(ip) = machine.primary_ipv4
                 {
                     to_probe.push((record.hostname.clone(), id.clone(), ip, in_status));
@@ -615,12 +642,12 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                 to_probe.retain(|(_, i, _, _)| *i != id);
                 pending.retain(|(h, _)| *h != hostname);
                 let ip = by_id.get(id.as_str()).and_then(|m| m.primary_ipv4);
-                ctx.node_status(
-                    &hostname,
-                    "ready (deploying; Talos answers)",
-                    ip.map(|ip| ip.to_string()),
-                );
-                reported.insert(hostname, "ready (deploying; Talos answers)".into());
+                let status = by_id
+                    .get(id.as_str())
+                    .map_or("deploying", |m| m.raw_status.as_str());
+                let shown = format!("ready ({status}; Talos answers)");
+                ctx.node_status(&hostname, shown.clone(), ip.map(|ip| ip.to_string()));
+                reported.insert(hostname, shown);
                 talos_up.insert(id);
             }
             if pending.is_empty() {
@@ -683,7 +710,21 @@ async fn talos_answering(
     let timeout = timings.probe_timeout.min(TCP_PROBE_TIMEOUT);
     futures::stream::iter(targets.iter().cloned())
         .map(|(hostname, id, ip)| async move {
-            talos_port_open(ip, timeout).await.then_some((hostname, id))
+            // A port that accepts TCP, then a Talos answer (maintenance mode or installed):
+            // anything else on :50000 is not Talos.
+            if !talos_port_open(ip, timeout).await {
+                return None;
+            }
+            matches!(
+                metal::talos::probe(
+                    SocketAddr::from((ip, TALOS_API_PORT)),
+                    timings.probe_timeout
+                )
+                .await,
+                metal::talos::ProbeOutcome::Maintenance { .. }
+                    | metal::talos::ProbeOutcome::Installed { .. }
+            )
+            .then_some((hostname, id))
         })
         .buffer_unordered(timings.max_parallel_nodes.max(1))
         .filter_map(std::future::ready)
@@ -713,7 +754,24 @@ pub(crate) async fn booting_talos<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
                 hostname: record.hostname.clone(),
                 id: id.clone(),
             })?;
-        let on_ipxe = machine.operating_system.as_deref() == Some("ipxe");
+        // What answers decides, not what the provider reports: what an iPXE-deployed server
+        // shows in `operating_system` is not documented (the spec's example is `{}`), and a
+        // reinstall costs a disk erase. A server whose Talos answers in maintenance mode boots
+        // Talos already.
+        let mut on_ipxe = machine.operating_system.as_deref() == Some("ipxe");
+        if !on_ipxe
+            && let Some(ip) = machine.primary_ipv4.or(record.primary_ipv4)
+            && matches!(
+                metal::talos::probe(
+                    SocketAddr::from((ip, TALOS_API_PORT)),
+                    ctx.timings.probe_timeout
+                )
+                .await,
+                metal::talos::ProbeOutcome::Maintenance { .. }
+            )
+        {
+            on_ipxe = true;
+        }
         match (&record.boot, on_ipxe) {
             (_, true) => {
                 if record.boot != BootState::Ipxe {

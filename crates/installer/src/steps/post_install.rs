@@ -379,10 +379,12 @@ pub(crate) async fn configuring_storage<P: Provider>(ctx: &mut StepContext<'_, P
 async fn local_path_storage<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
     let api = cluster(ctx).await?;
     let classes: Api<StorageClass> = api.all();
-    let all = classes
-        .list(&Default::default())
-        .await
-        .map_err(|e| kube_error("the StorageClasses", crate::cluster_api::describe_kube_error(&e)))?;
+    let all = classes.list(&Default::default()).await.map_err(|e| {
+        kube_error(
+            "the StorageClasses",
+            crate::cluster_api::describe_kube_error(&e),
+        )
+    })?;
     let defaults: Vec<String> = all
         .items
         .iter()
@@ -399,7 +401,11 @@ async fn local_path_storage<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepRe
         return Err(StepError::Inconsistent {
             what: format!(
                 "{LOCAL_PATH_STORAGE_CLASS} as the only default StorageClass (defaults now: {})",
-                if defaults.is_empty() { "none".to_owned() } else { defaults.join(", ") }
+                if defaults.is_empty() {
+                    "none".to_owned()
+                } else {
+                    defaults.join(", ")
+                }
             ),
         }
         .into());
@@ -823,8 +829,14 @@ mod tests {
             "/dev/disk/by-id/nvme-SAMSUNG_S4EWNX0R"
         );
         let err = choose_disk(&disks[..1]).unwrap_err();
-        assert!(err.contains("no writable disk besides the system disk"), "{err}");
-        assert!(err.contains("/dev/nvme0n1 (nvme, 960 GB, SAMSUNG)"), "{err}");
+        assert!(
+            err.contains("no writable disk besides the system disk"),
+            "{err}"
+        );
+        assert!(
+            err.contains("/dev/nvme0n1 (nvme, 960 GB, SAMSUNG)"),
+            "{err}"
+        );
         assert!(err.contains("--storage-disk"), "{err}");
         // Two equal data disks: the first by name, not a refusal.
         let two = [
@@ -832,7 +844,11 @@ mod tests {
             disk("/dev/nvme2n1", "nvme", false),
             disk("/dev/nvme1n1", "nvme", false),
         ];
-        assert_eq!(choose_disk(&two).unwrap(), "/dev/nvme1n1", "no serial: kernel name");
+        assert_eq!(
+            choose_disk(&two).unwrap(),
+            "/dev/nvme1n1",
+            "no serial: kernel name"
+        );
     }
 
     #[test]

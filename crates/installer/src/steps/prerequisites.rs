@@ -47,7 +47,10 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         .map_err(|e| StepFailure::Failed(StepError::provider("listing plans and stock", e)))?;
     // A plan Latitude cannot deploy with a custom iPXE boot never boots Talos.
     for plan in [&spec.cp_plan, &spec.worker_plan] {
-        if offers.iter().any(|o| o.slug == *plan && o.ipxe == Some(false)) {
+        if offers
+            .iter()
+            .any(|o| o.slug == *plan && o.ipxe == Some(false))
+        {
             let able: Vec<&str> = offers
                 .iter()
                 .filter(|o| o.ipxe == Some(true))
@@ -131,6 +134,7 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         StepFailure::Prerequisite(format!("cannot compute the Image Factory schematic: {e}"))
     })?;
     let factory = ImageFactory::new(spec.image_factory_url.as_deref());
+    check_talos_release(ctx, &spec.talos_version, &factory).await?;
     let ipxe_url = factory.ipxe_url(&schematic_id, &spec.talos_version);
     let installer_image = factory.installer_image(&schematic_id, &spec.talos_version);
     ctx.progress(format!("nodes boot {ipxe_url}"));
@@ -152,4 +156,54 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         }
     })?;
     Ok(())
+}
+
+/// How long step 1 waits for the Image Factory's version list.
+const FACTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The Talos release must exist: the Image Factory lists the versions it builds (`GET
+/// /versions`), and a server told to boot any other would never come up. A factory that cannot
+/// be reached is warned about and not held against the install (the servers' own iPXE boot is
+/// the real test then); a list without the version stops the install here, nothing ordered.
+async fn check_talos_release<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    version: &str,
+    factory: &ImageFactory,
+) -> StepResult {
+    let asked = match &ctx.options.factory_url {
+        Some(url) => ImageFactory::new(Some(url)),
+        None => factory.clone(),
+    };
+    match asked.versions(FACTORY_TIMEOUT).await {
+        Ok(versions) if versions.iter().any(|v| v == version) => {
+            ctx.progress(format!(
+                "Talos {version} is a release the Image Factory builds"
+            ));
+            Ok(())
+        }
+        Ok(versions) => {
+            let minor = version.rsplit_once('.').map_or(version, |(m, _)| m);
+            let same_line: Vec<&str> = versions
+                .iter()
+                .map(String::as_str)
+                .filter(|v| v.starts_with(&format!("{minor}.")))
+                .collect();
+            let latest: Vec<&str> = versions.iter().rev().take(5).map(String::as_str).collect();
+            Err(StepFailure::Prerequisite(format!(
+                "Talos {version} is not a release the Image Factory ({}) builds; {}",
+                asked.versions_url(),
+                if same_line.is_empty() {
+                    format!("its newest: {}", latest.join(", "))
+                } else {
+                    format!("{minor} releases: {}", same_line.join(", "))
+                }
+            )))
+        }
+        Err(reason) => {
+            ctx.warn(format!(
+                "cannot check that Talos {version} exists ({reason}); continuing"
+            ));
+            Ok(())
+        }
+    }
 }

@@ -543,7 +543,9 @@ async fn applying_sequentially<P: Provider>(
                 s.config = ConfigState::Applied { at };
             }
         })?;
-        let tag = wait_installed_one(node.addr, env).await.map_err(|(_, m)| node_err(m))?;
+        let tag = wait_installed_one(node.addr, env)
+            .await
+            .map_err(|(_, m)| node_err(m))?;
         ctx.node_status(
             &node.hostname,
             format!("installed, Talos {tag}"),
@@ -799,10 +801,16 @@ async fn install_failure_diagnosis<P: Provider>(
         Err(e) => Err(e.to_string()),
     };
     match (configured, disks) {
-        (Some(disk), Ok(disks)) if !disks.iter().any(|d| crate::steps::disks::names_disk(&disk, d)) => format!(
-            "its machine config installs to {disk} (machine.install.disk), which it does not have; its disks: {}. Drop the --config-patch that sets it, or give --install-disk with one of these, then resume",
-            crate::steps::disks::describe(&disks)
-        ),
+        (Some(disk), Ok(disks))
+            if !disks
+                .iter()
+                .any(|d| crate::steps::disks::names_disk(&disk, d)) =>
+        {
+            format!(
+                "its machine config installs to {disk} (machine.install.disk), which it does not have; its disks: {}. The node is back in maintenance mode with nothing installed: `cto destroy`, then install again without the patch that sets it (or with --install-disk naming one of these disks)",
+                crate::steps::disks::describe(&disks)
+            )
+        }
         (Some(disk), Ok(disks)) => format!(
             "its machine config installs to {disk}; its disks: {}. See the server's console for Talos' error",
             crate::steps::disks::describe(&disks)

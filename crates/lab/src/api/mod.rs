@@ -42,6 +42,7 @@ pub(crate) fn router(lab: Arc<Lab>) -> Router {
         .route("/_lab/critical-path", get(crate::critical_path::handler))
         .route("/_lab/conditions", get(conditions))
         .route("/_lab/console/{hostname}", get(console))
+        .route("/factory/versions", get(factory_versions))
         .route("/plans", get(catalogue::list_plans))
         .route(
             "/plans/operating_systems",
@@ -104,7 +105,7 @@ async fn request_id(State(lab): State<Arc<Lab>>, request: Request, next: Next) -
 
 /// Authentication, rate limiting and counting, in that order. `/_lab/*` is exempt.
 async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/_lab/") {
+    if request.uri().path().starts_with("/_lab/") || request.uri().path().starts_with("/factory/") {
         return next.run(request).await;
     }
     let arrived_ms = crate::lifecycle::now_ms();
@@ -231,6 +232,20 @@ async fn console(
         Some(lines) => axum::Json(json!({"hostname": hostname, "lines": lines})).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The Talos releases the lab's Image Factory (`<lab URL>/factory`) builds: `GET /versions`
+/// answers a JSON array of tags (siderolabs/image-factory README, "HTTP Frontend API"). The
+/// list is the siderolabs/talos release tags v1.9.0–v1.11.6.
+const FACTORY_VERSIONS: &[&str] = &[
+    "v1.9.0", "v1.9.1", "v1.9.2", "v1.9.3", "v1.9.4", "v1.9.5", "v1.9.6", "v1.10.0", "v1.10.1",
+    "v1.10.2", "v1.10.3", "v1.10.4", "v1.10.5", "v1.10.6", "v1.10.7", "v1.10.8", "v1.10.9",
+    "v1.11.0", "v1.11.1", "v1.11.2", "v1.11.3", "v1.11.4", "v1.11.5", "v1.11.6",
+];
+
+/// `GET /factory/versions`.
+async fn factory_versions() -> Response {
+    axum::Json(FACTORY_VERSIONS).into_response()
 }
 
 async fn conditions(State(lab): State<Arc<Lab>>) -> Response {

@@ -169,7 +169,11 @@ pub(crate) fn parse_drives(spec: &str) -> Result<Vec<Drive>, String> {
             else {
                 return Err(bad());
             };
-            let count: u32 = count.parse().ok().filter(|c| (1..=16).contains(c)).ok_or_else(bad)?;
+            let count: u32 = count
+                .parse()
+                .ok()
+                .filter(|c| (1..=16).contains(c))
+                .ok_or_else(bad)?;
             if !matches!(kind.to_ascii_uppercase().as_str(), "SSD" | "HDD" | "NVME")
                 || parse_size(size) == 0
                 || !size.starts_with(|c: char| c.is_ascii_digit())
@@ -227,7 +231,10 @@ pub(crate) struct InstallTarget {
 /// through `filepath.EvalSymlinks`, which fails with `lstat <path>: no such file or directory`
 /// for a device the machine does not have. The configuration itself was accepted: Talos checks
 /// only that one of the two is set (`v1alpha1_validation.go`).
-pub(crate) fn resolve_install_disk(disks: &[LabDisk], target: &InstallTarget) -> Result<usize, String> {
+pub(crate) fn resolve_install_disk(
+    disks: &[LabDisk],
+    target: &InstallTarget,
+) -> Result<usize, String> {
     if let Some(selector) = target.selector.as_ref().filter(|s| !s.is_null()) {
         return disks
             .iter()
@@ -246,7 +253,12 @@ fn describe(selector: &serde_json::Value) -> String {
         .as_object()
         .map(|o| {
             o.iter()
-                .map(|(k, v)| format!("disk.{k} == {}", v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))))
+                .map(|(k, v)| {
+                    format!(
+                        "disk.{k} == {}",
+                        v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" && ")
         })
@@ -341,12 +353,18 @@ mod tests {
             0,
         );
         let names: Vec<&str> = disks.iter().map(|d| d.device_name.as_str()).collect();
-        assert_eq!(names, ["/dev/sda", "/dev/sdb", "/dev/nvme0n1", "/dev/nvme1n1"]);
+        assert_eq!(
+            names,
+            ["/dev/sda", "/dev/sdb", "/dev/nvme0n1", "/dev/nvme1n1"]
+        );
         assert!(disks.iter().all(|d| !d.system));
         assert_eq!(disks[0].kind, DiskKind::Ssd);
         assert_eq!(disks[3].size, 1_000_000_000_000);
         let ata = &disks[1].by_id()[0];
-        assert!(ata.starts_with("/dev/disk/by-id/ata-LAB_SATA_SSD_"), "{ata}");
+        assert!(
+            ata.starts_with("/dev/disk/by-id/ata-LAB_SATA_SSD_"),
+            "{ata}"
+        );
         assert!(disks[1].matches(ata));
         assert!(disks[1].by_id()[1].starts_with("/dev/disk/by-id/wwn-0x5"));
     }
@@ -376,11 +394,14 @@ mod tests {
             Ok(0)
         );
         assert_eq!(
-            resolve_install_disk(&disks, &select(serde_json::json!({"size": ">= 500GB", "model": "LAB*"}))),
+            resolve_install_disk(
+                &disks,
+                &select(serde_json::json!({"size": ">= 500GB", "model": "LAB*"}))
+            ),
             Ok(0)
         );
-        let err = resolve_install_disk(&disks, &select(serde_json::json!({"type": "ssd"})))
-            .unwrap_err();
+        let err =
+            resolve_install_disk(&disks, &select(serde_json::json!({"type": "ssd"}))).unwrap_err();
         assert!(err.starts_with("no disks matched the expression"), "{err}");
     }
 }

@@ -495,11 +495,7 @@ pub(crate) fn machine_disks(
     {
         return disks::from_drives(&drives, &server.id, config.extra_disks);
     }
-    disks::for_plan(
-        catalogue.plan(&server.plan),
-        &server.id,
-        config.extra_disks,
-    )
+    disks::for_plan(catalogue.plan(&server.plan), &server.id, config.extra_disks)
 }
 
 /// What a server's console shows of its Talos install: for an install that failed, the error of
@@ -513,9 +509,7 @@ pub(crate) fn console(lab: &Lab, hostname: &str) -> Option<Vec<String>> {
         let error = state.install_error.as_deref().unwrap_or_default();
         lines.push("[talos] task install (1/1): starting".to_owned());
         lines.push(format!("[talos] task install (1/1): failed: {error}"));
-        lines.push(format!(
-            "[talos] phase install (8/13): failed: {error}"
-        ));
+        lines.push(format!("[talos] phase install (8/13): failed: {error}"));
         lines.push("[talos] rebooting in 10 seconds".to_owned());
     }
     Some(lines)

@@ -73,7 +73,11 @@ async fn talos_disks_answer_in_maintenance_and_normal_mode() {
         ]
     );
     assert!(disks.iter().all(|d| !d.readonly && d.size > 0));
-    assert!(disks.iter().all(|d| !d.serial.is_empty() && !d.wwid.is_empty()));
+    assert!(
+        disks
+            .iter()
+            .all(|d| !d.serial.is_empty() && !d.wwid.is_empty())
+    );
     assert_eq!(disks[2].size, 1_000_000_000_000);
     assert!(
         disks.iter().all(|d| !d.system_disk),

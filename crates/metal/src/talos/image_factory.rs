@@ -417,6 +417,34 @@ impl ImageFactory {
         )
     }
 
+    /// The Talos versions the factory builds images for: `GET <factory>/versions`, a JSON array
+    /// of tags (siderolabs/image-factory README, "HTTP Frontend API").
+    pub fn versions_url(&self) -> String {
+        format!("{}/versions", self.factory_url)
+    }
+
+    /// Fetches [`ImageFactory::versions_url`]. `Err` says why the list could not be had.
+    pub async fn versions(&self, timeout: std::time::Duration) -> Result<Vec<String>, String> {
+        let url = self.versions_url();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        response
+            .json::<Vec<String>>()
+            .await
+            .map_err(|e| format!("GET {url}: not a JSON list of versions: {e}"))
+    }
+
     /// The kernel: `<factory>/image/<schematic_id>/<version>/kernel-amd64`.
     pub fn kernel_url(&self, schematic_id: &str, version: &str) -> String {
         format!(
