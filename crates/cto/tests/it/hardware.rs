@@ -41,29 +41,45 @@ fn every_catalogue_plan_reaches_its_disks_or_stops_at_step_1() {
         .map(|p| p["attributes"]["slug"].as_str().unwrap().to_owned())
         .collect();
     assert!(plans.len() >= 10, "{plans:?}");
+    // The plans run concurrently, one cluster each.
+    let outcomes: Vec<(String, std::process::Output, std::path::PathBuf, String)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = plans
+                .iter()
+                .enumerate()
+                .map(|(i, plan)| {
+                    let (lab, user) = (&lab, &user);
+                    scope.spawn(move || {
+                        let cluster = format!("p{i}");
+                        let state = user.state_dir(&cluster);
+                        let out = run(
+                            user.cto(Some(lab)),
+                            &[
+                                "install",
+                                "--cluster-name",
+                                &cluster,
+                                "--nodes",
+                                "1",
+                                "--cp-plan",
+                                plan,
+                                "--state-dir",
+                                state.to_str().unwrap(),
+                                "--stop-after=waiting-talos-maintenance",
+                                "--output",
+                                "json",
+                                "--yes",
+                            ],
+                        );
+                        (plan.clone(), out, state, cluster)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+    let ordered = lab.hostnames();
     let mut stopped = Vec::new();
-    for (i, plan) in plans.iter().enumerate() {
-        let cluster = format!("p{i}");
-        let state = user.state_dir(&cluster);
-        let before = lab.hostnames().len();
-        let out = run(
-            user.cto(Some(&lab)),
-            &[
-                "install",
-                "--cluster-name",
-                &cluster,
-                "--nodes",
-                "1",
-                "--cp-plan",
-                plan,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--stop-after=waiting-talos-maintenance",
-                "--output",
-                "json",
-                "--yes",
-            ],
-        );
+    for (plan, out, state, cluster) in outcomes {
+        let was_ordered = ordered.contains(&format!("{cluster}-cp-1"));
         match out.status.code() {
             Some(0) => {
                 let cp = checkpoint(&state);
@@ -75,12 +91,12 @@ fn every_catalogue_plan_reaches_its_disks_or_stops_at_step_1() {
                         .is_some_and(|n| n.starts_with("storage: ")),
                     "{plan}: {cp}"
                 );
-                assert_eq!(lab.hostnames().len(), before + 1, "{plan}");
+                assert!(was_ordered, "{plan}");
             }
             Some(3) => {
-                let err = stderr(&out);
-                assert!(err.contains("step 1/22"), "{plan}: {err}");
-                assert_eq!(lab.hostnames().len(), before, "{plan}: nothing ordered");
+                let err = describe(&out);
+                assert!(err.contains("ValidatingPrerequisites"), "{plan}: {err}");
+                assert!(!was_ordered, "{plan}: nothing ordered");
                 stopped.push((plan.clone(), err));
             }
             other => panic!("{plan}: exit {other:?}: {}", describe(&out)),
@@ -101,6 +117,7 @@ fn every_catalogue_plan_reaches_its_disks_or_stops_at_step_1() {
     );
     let (_, m4) = &stopped[0];
     assert!(m4.contains("m4-metal-large"), "{m4}");
+    assert!(m4.contains("plans in stock now: c2-small-x86"), "{m4}");
 }
 
 /// The README's main job with default flags: c2-small-x86 (one 500 GB SSD) installs with
@@ -205,7 +222,6 @@ fn mayastor_on_c2_small_stops_at_step_1_naming_plans_that_would_work() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let err = stderr(&out);
-    assert!(err.contains("step 1/22"), "{err}");
     assert!(err.contains("--storage mayastor"), "{err}");
     // In stock in DAL with a data disk: c2-medium-x86 (2 SSD), c3-large-x86 (2 NVMe), …
     for plan in ["c2-medium-x86", "c3-large-x86", "s2-small-x86"] {
@@ -360,7 +376,7 @@ fn diskpools_name_by_id_paths() {
     }
 }
 
-fn install_with_faults(faults: &str, cluster: &str) {
+fn install_with_faults(faults: &str, cluster: &str, seen_status: &str) {
     let lab = LabProcess::start(json!({ "faults": faults }));
     let user = User::new();
     let state = user.state_dir(cluster);
@@ -395,18 +411,32 @@ fn install_with_faults(faults: &str, cluster: &str) {
     }
     let seen = progress(&out);
     assert!(!seen.contains("replacement"), "{faults}: {seen}");
+    // The quirk did bite: the installer saw the status.
+    let statuses: Vec<String> = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "node_status")
+        .filter_map(|e| e["status"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s.contains(seen_status)),
+        "{faults}: {statuses:?}"
+    );
 }
 
 /// Latitude reading `disk_erasing` while Talos already answers: no timeout, no replacement.
 #[test]
 fn disk_erasing_status_with_talos_up_completes_with_three_servers() {
-    install_with_faults("latitude.status=disk_erasing", "e");
+    install_with_faults(
+        "latitude.status=disk_erasing",
+        "e",
+        "ready (disk_erasing; Talos answers)",
+    );
 }
 
 /// One `failed_deployment` read during each deployment: no replacement.
 #[test]
 fn a_failed_deployment_flap_completes_with_three_servers_none_replaced() {
-    install_with_faults("latitude.flap=failed_deployment", "f");
+    install_with_faults("latitude.flap=failed_deployment", "f", "failed_deployment");
 }
 
 /// A Talos release the Image Factory does not list orders nothing.

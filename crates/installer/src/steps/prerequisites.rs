@@ -97,7 +97,10 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
             ctx.provider.name(),
             known.join(", ")
         )),
-        other => StepFailure::Prerequisite(other.to_string()),
+        other => StepFailure::Prerequisite(format!(
+            "{other}; plans in stock now: {}",
+            in_stock_plans(&offers)
+        )),
     })?;
 
     let site = selection.chosen.site.clone();
@@ -205,5 +208,27 @@ async fn check_talos_release<P: Provider>(
             ));
             Ok(())
         }
+    }
+}
+
+/// `c2-small-x86 (CHI, DAL), …`: the plans that can be ordered now and boot iPXE.
+fn in_stock_plans(offers: &[metal::provider::PlanOffer]) -> String {
+    let plans: Vec<String> = offers
+        .iter()
+        .filter(|o| o.ipxe != Some(false))
+        .filter_map(|o| {
+            let sites: Vec<&str> = o
+                .sites
+                .iter()
+                .filter(|s| s.in_stock)
+                .map(|s| s.site.as_str())
+                .collect();
+            (!sites.is_empty()).then(|| format!("{} ({})", o.slug, sites.join(", ")))
+        })
+        .collect();
+    if plans.is_empty() {
+        "none".into()
+    } else {
+        plans.join(", ")
     }
 }
