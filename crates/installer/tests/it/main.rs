@@ -242,7 +242,9 @@ impl Fixture {
             Arc::new(AlwaysApprove),
             RunOptions {
                 stop_after: Some(step),
-                timings: Default::default(),
+                // A modelled world 100× faster: a `failed_*` status must persist for the
+                // modelled replacement window before a server is replaced.
+                timings: installer::orchestrator::Timings::default().scaled(0.01),
                 ..Default::default()
             },
         );

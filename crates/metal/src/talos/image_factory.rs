@@ -426,7 +426,10 @@ impl ImageFactory {
     /// Fetches [`ImageFactory::versions_url`]. `Err` says why the list could not be had.
     pub async fn versions(&self, timeout: std::time::Duration) -> Result<Vec<String>, String> {
         let url = self.versions_url();
+        // The same TLS setup as the Latitude client: rustls with ring, the platform's roots.
+        let tls = crate::latitude::client::tls_config(&[]).map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
