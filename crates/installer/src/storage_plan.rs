@@ -287,6 +287,49 @@ pub fn decide(
     }
 }
 
+/// [`decide`] for `plan` given the provider's offers: the plan's drives, and the plans in stock
+/// at `site` with a data disk — or, when none is, those in stock elsewhere with their sites.
+pub fn decide_for_offers(
+    choice: StorageChoice,
+    plan: &str,
+    offers: &[metal::provider::PlanOffer],
+    site: &str,
+) -> Result<StorageDecision, String> {
+    let drives = offers
+        .iter()
+        .find(|o| o.slug == plan)
+        .map(|o| o.drives.clone())
+        .unwrap_or_default();
+    let alternatives: Vec<String> = offers
+        .iter()
+        .filter(|o| o.site(site).is_some_and(|s| s.in_stock) && plan_has_data_disk(&o.drives))
+        .map(|o| o.slug.clone())
+        .collect();
+    if !alternatives.is_empty() {
+        return decide(choice, plan, &drives, &alternatives, site);
+    }
+    let elsewhere: Vec<String> = offers
+        .iter()
+        .filter(|o| o.ipxe != Some(false) && plan_has_data_disk(&o.drives))
+        .filter_map(|o| {
+            let sites: Vec<&str> = o
+                .sites
+                .iter()
+                .filter(|s| s.in_stock)
+                .map(|s| s.site.as_str())
+                .collect();
+            (!sites.is_empty()).then(|| format!("{} (in {})", o.slug, sites.join(", ")))
+        })
+        .collect();
+    decide(
+        choice,
+        plan,
+        &drives,
+        &elsewhere,
+        &format!("other sites (none in {site})"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

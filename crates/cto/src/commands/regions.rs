@@ -41,7 +41,7 @@ pub async fn run(args: RegionsArgs) -> Result<(), Failure> {
         };
         Failure::new(code, format!("listing plans and stock: {e}"))
     })?;
-    let inventory = InventoryManager::new(offers);
+    let inventory = InventoryManager::new(offers.clone());
     let request = RegionRequest {
         demands: vec![NodeDemand {
             plan: args.plan.clone(),
@@ -52,12 +52,21 @@ pub async fn run(args: RegionsArgs) -> Result<(), Failure> {
     };
     match inventory.select_region(&request) {
         Ok(selection) => {
+            // What `--storage auto` would decide for this plan at the chosen site.
+            let storage = installer::storage_plan::decide_for_offers(
+                installer::storage_plan::StorageChoice::Auto,
+                &args.plan,
+                &offers,
+                &selection.chosen.site,
+            )
+            .ok();
             match args.output {
                 Output::Json => output::emit_json(&json!({
                     "plan": args.plan,
                     "nodes": args.nodes,
                     "chosen": selection.chosen,
                     "sites": selection.verdicts,
+                    "storage": storage.as_ref().map(|s| json!({"mode": s.mode, "note": s.note})),
                 })),
                 Output::Text => {
                     println!(
@@ -81,6 +90,9 @@ pub async fn run(args: RegionsArgs) -> Result<(), Failure> {
                         "\n--auto-region would pick {} for {} x {}.",
                         selection.chosen.site, args.nodes, args.plan
                     );
+                    if let Some(storage) = &storage {
+                        println!("{}", storage.note);
+                    }
                 }
             }
             Ok(())

@@ -79,8 +79,8 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             }
             println!();
             println!(
-                "{:<24} {:<14} {:<18} {:<16} {:<18} {}",
-                "HOSTNAME", "ROLE", "ID", "IPV4", "STATUS", "INSTALL DISK"
+                "{:<24} {:<14} {:<18} {:<16} {:<18} INSTALL DISK",
+                "HOSTNAME", "ROLE", "ID", "IPV4", "STATUS"
             );
             for s in &cp.servers {
                 let id = match (&s.id, &s.order) {

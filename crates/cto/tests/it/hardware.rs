@@ -376,8 +376,12 @@ fn diskpools_name_by_id_paths() {
     }
 }
 
-fn install_with_faults(faults: &str, cluster: &str, seen_status: &str) {
-    let lab = LabProcess::start(json!({ "faults": faults }));
+fn install_with_faults(faults: &str, cluster: &str, seen_status: &str, status_lag: f64) {
+    // `status_lag`: how long (modelled seconds) the status lags behind Talos being up.
+    let lab = LabProcess::start(json!({
+        "faults": faults,
+        "timeline": {"status_lag": status_lag},
+    }));
     let user = User::new();
     let state = user.state_dir(cluster);
     let out = run(
@@ -426,17 +430,25 @@ fn install_with_faults(faults: &str, cluster: &str, seen_status: &str) {
 /// Latitude reading `disk_erasing` while Talos already answers: no timeout, no replacement.
 #[test]
 fn disk_erasing_status_with_talos_up_completes_with_three_servers() {
+    // The status would read `disk_erasing` for 100 000 modelled seconds (200 s here, beyond the
+    // scaled wait for servers): only a Talos answer can make them ready in time.
     install_with_faults(
         "latitude.status=disk_erasing",
         "e",
         "ready (disk_erasing; Talos answers)",
+        100_000.0,
     );
 }
 
 /// One `failed_deployment` read during each deployment: no replacement.
 #[test]
 fn a_failed_deployment_flap_completes_with_three_servers_none_replaced() {
-    install_with_faults("latitude.flap=failed_deployment", "f", "failed_deployment");
+    install_with_faults(
+        "latitude.flap=failed_deployment",
+        "f",
+        "failed_deployment",
+        30.0,
+    );
 }
 
 /// A Talos release the Image Factory does not list orders nothing.
@@ -469,4 +481,23 @@ fn a_talos_release_that_does_not_exist_orders_nothing() {
     let err = stderr(&out);
     assert!(err.contains("v1.11.99") && err.contains("v1.11.5"), "{err}");
     assert!(lab.hostnames().is_empty(), "nothing ordered");
+}
+
+/// `cto regions --nodes N` shows what `--storage auto` would decide for the plan.
+#[test]
+fn regions_show_the_storage_plan() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    for (plan, mode) in [("c2-small-x86", "local-path"), ("c3-large-x86", "mayastor")] {
+        let out = run(
+            user.cto(Some(&lab)),
+            &[
+                "regions", "--plan", plan, "--nodes", "3", "--output", "json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["storage"]["mode"], mode, "{v}");
+        assert!(v["storage"]["note"].as_str().unwrap().contains(plan), "{v}");
+    }
 }

@@ -21,8 +21,7 @@ use crate::spec::ClusterSpec;
 use crate::steps::infrastructure::TALOS_API_PORT;
 use crate::steps::{StepContext, StepFailure, StepResult};
 use crate::storage_plan::{
-    self, DiskClass, DiskFacts, StorageDecision, StorageMode, choose_data_disk,
-    choose_install_disk, plan_has_data_disk,
+    self, DiskClass, DiskFacts, StorageDecision, StorageMode, choose_data_disk, choose_install_disk,
 };
 
 /// Step 1: the storage decision for the plan of the storage nodes (the workers, or the control
@@ -38,40 +37,7 @@ pub(crate) fn storage_decision(
     } else {
         &spec.cp_plan
     };
-    let drives = offers
-        .iter()
-        .find(|o| o.slug == *plan)
-        .map(|o| o.drives.clone())
-        .unwrap_or_default();
-    let alternatives: Vec<String> = offers
-        .iter()
-        .filter(|o| o.site(site).is_some_and(|s| s.in_stock) && plan_has_data_disk(&o.drives))
-        .map(|o| o.slug.clone())
-        .collect();
-    if !alternatives.is_empty() {
-        return storage_plan::decide(spec.storage, plan, &drives, &alternatives, site);
-    }
-    // None at this site: name the plans in stock elsewhere, with their sites.
-    let elsewhere: Vec<String> = offers
-        .iter()
-        .filter(|o| o.ipxe != Some(false) && plan_has_data_disk(&o.drives))
-        .filter_map(|o| {
-            let sites: Vec<&str> = o
-                .sites
-                .iter()
-                .filter(|s| s.in_stock)
-                .map(|s| s.site.as_str())
-                .collect();
-            (!sites.is_empty()).then(|| format!("{} (in {})", o.slug, sites.join(", ")))
-        })
-        .collect();
-    storage_plan::decide(
-        spec.storage,
-        plan,
-        &drives,
-        &elsewhere,
-        &format!("other sites (none in {site})"),
-    )
+    storage_plan::decide_for_offers(spec.storage, plan, offers, site)
 }
 
 /// What the rules see of a disk Talos reported.
@@ -231,6 +197,9 @@ pub(crate) fn choose_for_node(
     })
 }
 
+/// One node asked for its disks: hostname, plan, address, what it answered.
+type Asked = (String, String, SocketAddr, Result<Vec<DiskInfo>, String>);
+
 /// End of step 5: reads the disks of every node still in maintenance mode without a recorded
 /// install disk, chooses, checks and records. Nodes are asked concurrently (bounded); a
 /// transient Talos error is retried until the maintenance timeout.
@@ -268,7 +237,7 @@ pub(crate) async fn discover<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepR
     }
     let timings = ctx.timings.clone();
     let limit = timings.max_parallel_nodes.max(1);
-    let found: Vec<(String, String, SocketAddr, Result<Vec<DiskInfo>, String>)> = {
+    let found: Vec<Asked> = {
         use futures::StreamExt;
         futures::stream::iter(pending)
             .map(|(hostname, plan, addr)| {

@@ -801,9 +801,7 @@ fn check_base_url(raw: &str) -> Result<String, LatitudeError> {
 
 /// rustls with ring as the one crypto provider, the platform's roots (falling back to the
 /// bundled Mozilla roots when the system has none) plus any extra roots, and ALPN for HTTP/2.
-pub(crate) fn tls_config(
-    extra_roots: &[Vec<u8>],
-) -> Result<rustls::ClientConfig, LatitudeError> {
+pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, LatitudeError> {
     use rustls::pki_types::CertificateDer;
     use rustls_platform_verifier::Verifier;
 
