@@ -43,6 +43,10 @@ fn a_lab_install_completes_all_22_steps_for_the_user_and_is_healthy() {
             "d",
             "--nodes",
             "3",
+            // Two NVMe disks per machine (Latitude's recorded c3-large-x86): Mayastor. The
+            // default plan, c2-small-x86, has one SSD and gets local-path (tests/it/hardware.rs).
+            "--cp-plan",
+            "c3-large-x86",
             "--init-vault",
             "--state-dir",
             s,
@@ -156,6 +160,8 @@ fn a_lab_install_completes_all_22_steps_for_the_user_and_is_healthy() {
     assert_eq!(names, ["pool-d-worker-1", "pool-d-worker-2"]);
     for pool in &pools {
         assert_eq!(pool["status"]["poolStatus"], "Online", "{pool}");
+        let disk = pool["spec"]["disks"][0].as_str().unwrap();
+        assert!(disk.starts_with("/dev/disk/by-id/nvme-"), "{pool}");
     }
     let pvcs = items(&kubectl_json(&kubeconfig, &["get", "pvc", "-n", "default"]));
     assert!(

@@ -414,8 +414,9 @@ fn record_machine<P: Provider>(
     Ok(())
 }
 
-/// How long a `failed_*` status must persist (modelled time, scaled in the lab) before the
-/// server is replaced, when Talos does not answer on its address.
+/// How long a `failed_*` status must persist before the server is replaced, when Talos does not
+/// answer on its address: as long as the server had been deploying when the status was first
+/// read (the provider's own pace), at most this (modelled time, scaled in the lab).
 pub(crate) const FAILED_STATUS_WINDOW: Duration = Duration::from_secs(180);
 /// How many listings must read a `failed_*` status before the server is replaced.
 pub(crate) const FAILED_STATUS_READS: u32 = 2;
@@ -455,8 +456,9 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
     let mut clock = StatusClock::default();
     // Servers (by id) whose Talos answered while the provider still said `deploying`.
     let mut talos_up: HashSet<String> = HashSet::new();
-    // Servers (by id) reading `failed_*`: since when (listing time) and in how many listings.
-    let mut failing: HashMap<String, (Instant, u32)> = HashMap::new();
+    // Servers (by id) reading `failed_*`: since when (listing time), in how many listings, and
+    // how long it must persist (see FAILED_STATUS_WINDOW).
+    let mut failing: HashMap<String, (Instant, u32, Duration)> = HashMap::new();
     loop {
         let machines = ctx.provider.list_machines().await.map_err(|e| {
             StepError::provider("listing servers while waiting for them to deploy", e)
@@ -492,11 +494,14 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
                 failing.remove(&id);
             }
             let failed_for_good = machine.state.is_failed() && !talos_up.contains(&id) && {
-                let (since, reads) = failing.entry(id.clone()).or_insert((listed_at, 0));
+                let (since, reads, window) = failing.entry(id.clone()).or_insert_with(|| {
+                    let full = timings.scale(FAILED_STATUS_WINDOW);
+                    let window = ordered_ago(&record.order).map_or(full, |age| age.min(full));
+                    (listed_at, 0, window)
+                });
                 *reads += 1;
                 *reads >= FAILED_STATUS_READS
-                    && listed_at.saturating_duration_since(*since)
-                        >= timings.scale(FAILED_STATUS_WINDOW)
+                    && listed_at.saturating_duration_since(*since) >= *window
             };
             if failed_for_good {
                 failing.remove(&id);
