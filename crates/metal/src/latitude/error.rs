@@ -277,6 +277,30 @@ mod tests {
     }
 
     #[test]
+    fn out_of_stock_is_recognised_by_its_code_not_its_text() {
+        // Latitude's envelope for an order without stock: 422, code SERVERS_OUT_OF_STOCK
+        // (latitudesh/terraform-provider-latitudesh, isServersOutOfStockError).
+        let stock = LatitudeError::Api(Box::new(ApiError {
+            method: Method::POST,
+            path: "/servers".into(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: Some("SERVERS_OUT_OF_STOCK".into()),
+            title: Some("Unprocessable Entity".into()),
+            detail: Some("No stock availability".into()),
+            request_id: None,
+        }));
+        let e = ProviderError::from(stock);
+        assert_eq!(e.code.as_deref(), Some("SERVERS_OUT_OF_STOCK"));
+        assert!(e.is_out_of_stock());
+        // A validation error whose text mentions stock is not.
+        let mut text = api(Method::POST, 422);
+        if let LatitudeError::Api(a) = &mut text {
+            a.detail = Some("no stock of c2-small-x86 in DAL".into());
+        }
+        assert!(!ProviderError::from(text).is_out_of_stock());
+    }
+
+    #[test]
     fn api_message_without_title_uses_the_reason_phrase() {
         let e = LatitudeError::Api(Box::new(ApiError {
             method: Method::GET,
