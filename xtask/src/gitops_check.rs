@@ -152,7 +152,10 @@ pub fn check(repo_root: &Path) -> Result<Summary, Vec<String>> {
     for doc in &docs {
         let mut urls = Vec::new();
         strings_in(&doc.value, &mut urls);
-        for url in urls.into_iter().filter(|u| is_repo_url(u) && is_this_repo(u)) {
+        for url in urls
+            .into_iter()
+            .filter(|u| is_repo_url(u) && is_this_repo(u))
+        {
             problems.push(format!(
                 "{}: {} {}: hard-codes the tree's own repository {url}; the root Application gives it once (--gitops-repo), see docs/gitops.md",
                 doc.file,
@@ -274,7 +277,10 @@ pub fn cni_conflict(v: &Value) -> Option<String> {
         for vol in volumes.into_iter().flatten() {
             let host = vol["hostPath"]["path"].as_str().unwrap_or_default();
             if host.trim_end_matches('/') == "/etc/cni/net.d" {
-                return Some("mounts the node's /etc/cni/net.d: it would rewrite Cilium's CNI configuration".into());
+                return Some(
+                    "mounts the node's /etc/cni/net.d: it would rewrite Cilium's CNI configuration"
+                        .into(),
+                );
             }
             if vol["configMap"]["name"] == "kube-proxy" {
                 return Some("mounts the kube-proxy ConfigMap, which does not exist with Cilium's kube-proxy replacement".into());
@@ -391,7 +397,10 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
                 .iter()
                 .filter(|d| d.value["kind"] == "Kustomization")
                 .flat_map(|d| d.value["resources"].as_array().cloned().unwrap_or_default())
-                .filter_map(|r| r.as_str().map(|r| format!("{path}/{}", r.trim_start_matches("./"))))
+                .filter_map(|r| {
+                    r.as_str()
+                        .map(|r| format!("{path}/{}", r.trim_start_matches("./")))
+                })
                 .collect();
             for d in &found {
                 if d.value["kind"] != "Kustomization" && !listed.contains(&d.file) {
@@ -976,7 +985,12 @@ mod tests {
         );
         // A file Kustomize does not list is not synced: flagged too.
         let t = copy_tree();
-        edit(t.path(), "apps/full/kustomization.yaml", "- misc.yaml\n", "");
+        edit(
+            t.path(),
+            "apps/full/kustomization.yaml",
+            "- misc.yaml\n",
+            "",
+        );
         assert!(problems(t.path()).contains("apps/full/misc.yaml: not listed in"));
     }
 

@@ -51,8 +51,8 @@ pub(crate) fn directory(
             && (f.ends_with("/kustomization.yaml") || f.ends_with("/kustomization.yml"))
     });
     if let Some((file, text)) = kustomization {
-        let k: Value = serde_saphyr::from_str(text)
-            .map_err(|e| format!("failed to unmarshal {file}: {e}"))?;
+        let k: Value =
+            serde_saphyr::from_str(text).map_err(|e| format!("failed to unmarshal {file}: {e}"))?;
         let patches: Vec<Value> = source
             .pointer("/kustomize/patches")
             .and_then(Value::as_array)

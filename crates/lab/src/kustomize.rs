@@ -105,10 +105,12 @@ fn selected(object: &Value, selector: &Value) -> bool {
         ("namespace", str_of(meta, "namespace")),
     ]
     .iter()
-    .all(|(field, actual)| match selector.get(*field).and_then(Value::as_str) {
-        None | Some("") => true,
-        Some(wanted) => wanted == *actual,
-    })
+    .all(
+        |(field, actual)| match selector.get(*field).and_then(Value::as_str) {
+            None | Some("") => true,
+            Some(wanted) => wanted == *actual,
+        },
+    )
 }
 
 fn apply_patch(
@@ -155,9 +157,9 @@ fn apply_patch(
         Value::Object(_) => {
             // A strategic-merge patch: the lab merges it as an RFC 7386 merge patch (the same
             // for the maps and scalars the tree patches).
-            let target = target.unwrap_or_else(|| {
-                serde_json::json!({"kind": body["kind"], "name": body["metadata"]["name"]})
-            });
+            let target = target.unwrap_or_else(
+                || serde_json::json!({"kind": body["kind"], "name": body["metadata"]["name"]}),
+            );
             for object in objects.iter_mut().filter(|o| selected(o, &target)) {
                 json_patch::merge(object, &body);
             }
@@ -319,7 +321,10 @@ mod tests {
         });
         let out = render("t/apps", &files(), &kustomization(), &[patch]).unwrap();
         assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(out[0]["spec"]["source"]["repoURL"], "http://127.0.0.1:9/x.git");
+        assert_eq!(
+            out[0]["spec"]["source"]["repoURL"],
+            "http://127.0.0.1:9/x.git"
+        );
         assert_eq!(out[0]["spec"]["source"]["path"], "deploy/gitops/platform/a");
     }
 
@@ -327,7 +332,11 @@ mod tests {
     fn unknown_fields_missing_files_and_untargeted_json_patches_are_refused() {
         let mut k = kustomization();
         k["namePrefix"] = json!("x-");
-        assert!(render("t/apps", &files(), &k, &[]).unwrap_err().contains("namePrefix"));
+        assert!(
+            render("t/apps", &files(), &k, &[])
+                .unwrap_err()
+                .contains("namePrefix")
+        );
         let mut k = kustomization();
         k["resources"] = json!(["missing.yaml"]);
         assert!(render("t/apps", &files(), &k, &[]).is_err());

@@ -131,7 +131,9 @@ pub(crate) fn application_refused(app: &Value) -> Option<String> {
                         .as_str()
                         .is_some_and(|m| m.contains("is not permitted in project"))
             });
-    (invalid || refused).then(|| application_problem(app)).flatten()
+    (invalid || refused)
+        .then(|| application_problem(app))
+        .flatten()
 }
 
 fn application_resource() -> ApiResource {
@@ -456,7 +458,10 @@ mod tests {
         // A sync that failed for another reason may still converge: keep waiting.
         refused["status"]["operationState"]["syncResult"]["resources"][0]["message"] =
             json!("the server could not find the requested resource");
-        assert!(matches!(sync_verdict([&root, &refused]), Verdict::Pending(_)));
+        assert!(matches!(
+            sync_verdict([&root, &refused]),
+            Verdict::Pending(_)
+        ));
         let fresh = json!({"metadata": {"name": "vault"}});
         let Verdict::Pending(p) = sync_verdict([&root, &fresh]) else {
             panic!()

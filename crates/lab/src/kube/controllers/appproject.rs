@@ -240,6 +240,9 @@ mod tests {
             spec: &star,
         };
         assert!(s.group_kind_permitted("", "Namespace", false));
-        assert!(s.spec_problems("https://x/y", IN_CLUSTER_SERVER, "z").is_empty());
+        assert!(
+            s.spec_problems("https://x/y", IN_CLUSTER_SERVER, "z")
+                .is_empty()
+        );
     }
 }

@@ -820,7 +820,12 @@ fn project_allows(
         }
     };
     let mut failed: Vec<Value> = Vec::new();
-    let mut check = |group: &str, version: &str, kind: &str, ns: &str, object_name: &str, namespaced: bool| {
+    let mut check = |group: &str,
+                     version: &str,
+                     kind: &str,
+                     ns: &str,
+                     object_name: &str,
+                     namespaced: bool| {
         if let Some(message) = project.resource_problem(group, kind, namespaced, server, ns) {
             failed.push(json!({
                 "group": group, "version": version, "kind": kind, "namespace": ns,
