@@ -306,8 +306,29 @@ impl fmt::Display for GitopsToken {
 }
 
 /// Checks a GitOps repository URL: `https://host/…`, `ssh://…` or scp-like `git@host:path`.
+/// A token or password inside the URL is refused (it would be stored in the checkpoint and the
+/// root Application, and logged): `https://` URLs carry no userinfo at all, `ssh://` URLs at
+/// most a user name (`ssh://git@host/…`). The token goes in `--gitops-token` /
+/// `CTO_GITOPS_TOKEN`.
 fn validate_repo_url(value: &str) -> Result<String, SpecError> {
     let v = value.trim();
+    if let Some(rest) = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .or_else(|| v.strip_prefix("ssh://"))
+    {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && (userinfo.contains(':') || !v.starts_with("ssh://"))
+        {
+            return Err(refuse(
+                "--gitops-repo",
+                metal::urls::redact_userinfo(v),
+                "a repository URL must not carry a token or password (user:token@host): give \
+                 the URL without it and the token in CTO_GITOPS_TOKEN (or --gitops-token)",
+            ));
+        }
+    }
     let ok = if let Some(rest) = v
         .strip_prefix("https://")
         .or_else(|| v.strip_prefix("ssh://"))
@@ -447,14 +468,14 @@ fn validate_site(flag: &'static str, value: &str) -> Result<String, SpecError> {
     }
 }
 
+/// Checks the URL of a service cto talks to (`--api-url`, `--image-factory-url`) with
+/// [`metal::urls::check_service_url`]: no userinfo, `https://` or plain `http://` to a literal
+/// loopback address only. The value in the message has any userinfo replaced by `***`.
 fn validate_url(flag: &'static str, value: &str) -> Result<String, SpecError> {
     let v = value.trim().trim_end_matches('/');
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(v.to_owned()),
-        _ => Err(refuse(flag, value, "expected an http:// or https:// URL")),
+    match metal::urls::check_service_url(v) {
+        Ok(_) => Ok(v.to_owned()),
+        Err(reason) => Err(refuse(flag, metal::urls::redact_userinfo(value), reason)),
     }
 }
 
@@ -1261,6 +1282,80 @@ mod gitops_tests {
             .unwrap_err();
             assert_eq!(err.flag, "--gitops-repo");
         }
+    }
+
+    #[test]
+    fn credentials_inside_urls_are_refused_without_being_repeated() {
+        for (req, flag) in [
+            (
+                InstallRequest {
+                    gitops_repo: Some("https://me:ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    gitops_repo: Some("https://ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    gitops_repo: Some("ssh://git:ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    api_url: "https://user:ghp_tok3n@api.latitude.sh".into(),
+                    ..request()
+                },
+                "--api-url",
+            ),
+            (
+                InstallRequest {
+                    image_factory_url: Some("https://ghp_tok3n@factory.example.net".into()),
+                    ..request()
+                },
+                "--image-factory-url",
+            ),
+        ] {
+            let err = req.validate().expect_err(flag);
+            assert_eq!(err.flag, flag, "{err}");
+            assert!(!err.to_string().contains("ghp_tok3n"), "{err}");
+            assert!(err.to_string().contains("***@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_literal_loopback_addresses() {
+        for (flag, url) in [
+            ("--api-url", "http://evil.localhost:8080"),
+            ("--api-url", "http://localhost:8080"),
+            ("--api-url", "http://api.example.com"),
+            ("--image-factory-url", "http://example.com"),
+            ("--image-factory-url", "http://10.0.0.5"),
+        ] {
+            let mut req = request();
+            if flag == "--api-url" {
+                req.api_url = url.into();
+            } else {
+                req.image_factory_url = Some(url.into());
+            }
+            let err = req.validate().expect_err(url);
+            assert_eq!(err.flag, flag, "{err}");
+        }
+        let spec = InstallRequest {
+            api_url: "http://127.0.0.1:8080".into(),
+            image_factory_url: Some("http://[::1]:9000/".into()),
+            ..request()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(spec.image_factory_url.as_deref(), Some("http://[::1]:9000"));
     }
 
     #[test]
