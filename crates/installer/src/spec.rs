@@ -479,6 +479,70 @@ fn validate_url(flag: &'static str, value: &str) -> Result<String, SpecError> {
     }
 }
 
+/// Renders the control-plane and the worker configuration with the user's patches, as step 6
+/// (GeneratingConfigs) will, but with placeholder secrets and addresses, so that a patch that
+/// breaks either configuration (a `cluster.ca` override that hands workers the Kubernetes CA
+/// key, an etcd section for every machine, `persist: false`, …) is a usage error before
+/// anything is ordered rather than a failure at step 6 on billed servers. Both roles are
+/// rendered whatever the node count, like step 6. Addresses come from TEST-NET-1 (RFC 5737).
+fn check_rendering(
+    cluster_name: &str,
+    talos_version: &str,
+    schedulable: bool,
+    patches: &[PatchSource],
+) -> Result<(), SpecError> {
+    use metal::talos::config::{BootstrapConfig, ConfigPatch, MachineType, PatchTarget};
+    let placeholder_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    let version = metal::talos::parse_talos_version(talos_version)
+        .map_err(|e| refuse("--talos-version", talos_version, e.to_string()))?;
+    let mut builder = BootstrapConfig::new(cluster_name, placeholder_ip)
+        .with_talos_version(&version)
+        .with_mayastor_ready()
+        .with_cert_sans(vec![placeholder_ip.to_string()])
+        .with_allow_scheduling_on_control_planes(schedulable);
+    for scope in [
+        PatchScope::All,
+        PatchScope::ControlPlane,
+        PatchScope::Worker,
+    ] {
+        let parsed = patches
+            .iter()
+            .filter(|p| p.scope == scope)
+            .map(|p| {
+                ConfigPatch::parse(&p.source, &p.content)
+                    .map_err(|e| refuse(p.scope.flag(), &p.source, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = match scope {
+            PatchScope::All => PatchTarget::All,
+            PatchScope::ControlPlane => PatchTarget::ControlPlane,
+            PatchScope::Worker => PatchTarget::Worker,
+        };
+        builder = builder.with_patches(target, parsed);
+    }
+    let secrets = metal::talos::secrets::SecretsBundle::placeholder();
+    for role in [MachineType::ControlPlane, MachineType::Worker] {
+        builder.render(&secrets, role).map_err(|e| {
+            // Name the flag of the patch the error is about, when it names one.
+            let patch = match &e {
+                metal::talos::TalosError::InvalidConfigPatch { origin, .. } => {
+                    patches.iter().find(|p| p.source == *origin)
+                }
+                _ => None,
+            };
+            match patch {
+                Some(p) => refuse(p.scope.flag(), &p.source, e.to_string()),
+                None => refuse(
+                    "--config-patch",
+                    "(all patches)",
+                    format!("the {role} configuration with these patches is invalid: {e}"),
+                ),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 impl InstallRequest {
     /// The request that reproduces `spec` exactly. `--resume` starts from this and overlays
     /// only the flags the user actually typed, so that omitted flags never count as changes.
@@ -708,6 +772,15 @@ impl InstallRequest {
                     .check_role(*role)
                     .map_err(|e| refuse(patch.scope.flag(), &patch.source, e.to_string()))?;
             }
+        }
+
+        if !self.config_patches.is_empty() {
+            check_rendering(
+                &self.cluster_name,
+                &talos_version,
+                workers == 0,
+                &self.config_patches,
+            )?;
         }
 
         let gitops_repo =
@@ -1165,6 +1238,48 @@ mod tests {
             assert_eq!(err.value, value, "{err}");
             assert!(err.to_string().contains(flag));
         }
+    }
+
+    #[test]
+    fn patches_that_break_a_rendered_configuration_are_refused_in_validation() {
+        let patch = |scope, content: &str| PatchSource {
+            scope,
+            source: "inline".into(),
+            content: content.into(),
+        };
+        // A cluster.ca override for every machine hands workers the Kubernetes CA key.
+        let ca = "cluster:\n  ca:\n    crt: Y3J0\n    key: a2V5\n";
+        let err = InstallRequest {
+            config_patches: vec![patch(PatchScope::All, ca)],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.flag, "--config-patch", "{err}");
+        assert!(err.to_string().contains("cluster.ca"), "{err}");
+        // Even a single-node install renders both roles, as step 6 does.
+        let err = InstallRequest {
+            nodes: 1,
+            config_patches: vec![patch(PatchScope::All, "cluster:\n  etcd:\n    image: x\n")],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
+        // The same override for control planes only is theirs to make.
+        InstallRequest {
+            config_patches: vec![patch(PatchScope::ControlPlane, ca)],
+            ..request()
+        }
+        .validate()
+        .unwrap();
+        let err = InstallRequest {
+            config_patches: vec![patch(PatchScope::Worker, "persist: false\n")],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.flag, "--config-patch-worker", "{err}");
     }
 
     #[test]

@@ -36,12 +36,9 @@ fn read_patches(args: &InstallArgs) -> Result<Vec<PatchSource>, Failure> {
         for value in values {
             let (source, content) = match value.strip_prefix('@') {
                 Some(path) => {
-                    let content = std::fs::read_to_string(path).map_err(|e| {
-                        usage(format!(
-                            "invalid {} '{value}': cannot read {path}: {e}",
-                            scope.flag()
-                        ))
-                    })?;
+                    // A regular file of at most 1 MiB; `@/dev/zero` is refused without reading.
+                    let content = metal::talos::config::read_patch_file(Path::new(path))
+                        .map_err(|e| usage(format!("invalid {} '{value}': {e}", scope.flag())))?;
                     (path.to_owned(), content)
                 }
                 None => ("inline".to_owned(), value.clone()),
