@@ -248,8 +248,8 @@ const BASELINE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Applies `CTO_BASELINE` (when set and not blank) to `t`, which must already be scaled to the world's time
 /// (`t.time_scale`): `sequential` sets `sequential` and a fixed poll of 5 s × that scale. Only
-/// against a loopback API URL (the lab: `--lab` or a `LATITUDE_API_URL` on 127.0.0.0/8, ::1 or
-/// localhost); elsewhere, or with any other value, a usage error (exit 2).
+/// against a loopback API URL (the lab: `--lab` or a `LATITUDE_API_URL` on 127.0.0.0/8 or ::1,
+/// literally); elsewhere, or with any other value, a usage error (exit 2).
 pub fn apply_baseline(t: &mut installer::Timings, api_url: &str) -> Result<(), Failure> {
     let Some(raw) = std::env::var_os(BASELINE_ENV) else {
         return Ok(());

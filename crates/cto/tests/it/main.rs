@@ -4,6 +4,7 @@
 mod bad_input;
 mod destroy;
 mod harness;
+mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;

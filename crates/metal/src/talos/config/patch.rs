@@ -1404,13 +1404,13 @@ cluster:
 
     /// A "billion laughs" patch: nine levels of nine aliases each, about 500 bytes standing for
     /// 9^9 (387 million) scalars.
-    pub(crate) fn alias_bomb() -> String {
+    fn alias_bomb() -> String {
         let mut text = String::from(
             "machine:\n  nodeLabels:\n    x: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
         );
         for level in 1..9 {
             let prev = format!("*a{}", level - 1);
-            let items = vec![prev.as_str(); 9].join(", ");
+            let items = [prev.as_str(); 9].join(", ");
             text.push_str(&format!("    l{level}: &a{level} [{items}]\n"));
         }
         text
