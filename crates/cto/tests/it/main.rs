@@ -5,6 +5,7 @@ mod bad_input;
 mod destroy;
 mod gitops;
 mod harness;
+mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
