@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod destroy;
+mod gitops;
 mod harness;
 mod hygiene;
 mod install;
