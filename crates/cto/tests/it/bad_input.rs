@@ -1146,3 +1146,59 @@ fn a_cluster_name_that_is_a_path_exits_2_in_every_command_and_writes_nothing() {
     }
     assert!(lab.hostnames().is_empty());
 }
+
+#[test]
+fn a_url_with_userinfo_exits_2_in_every_command_without_repeating_it() {
+    let lab = LabProcess::start(json!({}));
+    let port = lab.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let user = User::new();
+    let url = format!("http://me:tok-91c2@127.0.0.1:{port}");
+    for args in [
+        vec![
+            "regions",
+            "--plan",
+            "c2-small-x86",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "destroy",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "install",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+    ] {
+        let mut cmd = user.cto(Some(&lab));
+        cmd.env("CTO_TIME_SCALE", "0.5");
+        let out = run(cmd, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            !describe(&out).contains("tok-91c2"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("***@127.0.0.1"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    // From the environment too.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("LATITUDE_API_URL", &url);
+    let out = run(cmd, &["regions", "--plan", "c2-small-x86"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(!describe(&out).contains("tok-91c2"), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty());
+    assert!(crate::harness::files_under(user.home.path()).is_empty());
+}
