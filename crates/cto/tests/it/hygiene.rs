@@ -40,8 +40,15 @@ fn the_gitops_token_flag_reaches_no_file_and_an_existing_kubeconfig_out_is_backe
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(!describe(&out).contains(TOKEN), "the token was printed");
 
-    // No file anywhere under HOME holds it: not the state directory (checkpoint, log,
-    // generated configs), not the in-process lab's world under it, not the user's files.
+    // No file anywhere under HOME holds it, as given or base64-encoded as in the Secret: not
+    // the state directory (checkpoint, log, generated configs), not the in-process lab's world
+    // under it (its etcd keeps Secrets sealed with the cluster's secretbox key, as Talos'
+    // kube-apiserver does), not the user's files.
+    let encoded = serde_json::to_value(k8s_openapi::ByteString(TOKEN.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
     let files = files_under(home);
     assert!(files.iter().any(|f| f.ends_with("cto.log")), "{files:?}");
     assert!(
@@ -50,11 +57,13 @@ fn the_gitops_token_flag_reaches_no_file_and_an_existing_kubeconfig_out_is_backe
     );
     for file in &files {
         let bytes = std::fs::read(file).unwrap_or_default();
-        assert!(
-            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
-            "the token is in {}",
-            file.display()
-        );
+        for needle in [TOKEN, encoded.as_str()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "the token ({needle}) is in {}",
+                file.display()
+            );
+        }
     }
     // The log shows that a token was given, not which.
     let log = std::fs::read_to_string(state.join("cto.log")).unwrap();
