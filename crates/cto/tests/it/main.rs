@@ -3,8 +3,11 @@
 
 mod bad_input;
 mod destroy;
+mod git_http;
+mod gitops;
 mod hardware;
 mod harness;
+mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
