@@ -27,6 +27,7 @@ mod durations;
 mod error;
 /// Fault injection: the `--faults` grammar ([`faults::FaultSpec`]) and what it does.
 pub mod faults;
+mod files;
 mod gitops;
 mod ipxe;
 /// The Kubernetes API server a Talos control plane runs (`<ip>:6443`), public so that
@@ -91,7 +92,7 @@ pub async fn start(
     config
         .validate()
         .map_err(|reason| LabError::InvalidConfig { path: None, reason })?;
-    std::fs::create_dir_all(state_dir).map_err(|source| LabError::StateDir {
+    files::create_private_dir(state_dir).map_err(|source| LabError::StateDir {
         path: state_dir.to_owned(),
         source,
     })?;

@@ -6,7 +6,6 @@
 //! and an fsync of a world holding hundreds of machine configurations stalled every request
 //! waiting on the world's lock.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -220,20 +219,15 @@ impl World {
         }
     }
 
-    /// Writes the world atomically to `dir/world.json`.
+    /// Writes the world atomically to `dir/world.json`, mode 0600 ([`crate::files`]).
     pub fn save(&self, dir: &Path) -> Result<(), LabError> {
         let path = world_path(dir);
-        let tmp = dir.join(format!("{WORLD_FILE}.tmp"));
         let err = |source| LabError::WriteWorld {
             path: path.clone(),
             source,
         };
         let bytes = serde_json::to_vec(self).map_err(|e| err(std::io::Error::other(e)))?;
-        let mut file = std::fs::File::create(&tmp).map_err(err)?;
-        file.write_all(&bytes).map_err(err)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        Ok(())
+        crate::files::write_private(&path, &bytes).map_err(err)
     }
 
     /// Resolves a project given by ID or slug.
@@ -325,6 +319,19 @@ mod tests {
         assert_eq!(again.next_host, 1);
         assert_eq!(again.counters.reads, 7);
         assert!(!dir.path().join("world.json.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(WORLD_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o7777,
+                0o600,
+                "the world holds the tokens it was given"
+            );
+        }
     }
 
     #[test]

@@ -289,6 +289,10 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         (dir, store, false, timings)
     };
     crate::logging::to_state_dir(&state_dir);
+    if let Some(warning) = store.dir_warning() {
+        eprintln!("warning: {warning}");
+        tracing::warn!("{warning}");
+    }
 
     let spec = store.checkpoint().spec.clone();
     if store.checkpoint().next_step().is_none() {
