@@ -160,6 +160,10 @@ pub struct InstallArgs {
     /// Continue the install recorded in the state directory.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: trust a node's new Talos maintenance-mode key (HOSTNAME=SPKI, the SPKI
+    /// SHA-256 the error printed) after comparing it with the node's console. Repeatable.
+    #[arg(long, value_name = "HOSTNAME=SPKI", requires = "resume")]
+    pub trust_maintenance_key: Vec<String>,
     /// Stop after this step (kebab-case such as waiting-talos-maintenance, or the step name).
     #[arg(long, value_name = "STEP")]
     pub stop_after: Option<String>,

@@ -11,6 +11,7 @@
 //! | `latitude.retry_after` | whole seconds (default 1) | the `retry_after` sent with injected 429s |
 //! | `server.fail` | `HOSTNAME[:N|:always]` | the first (or first N, or every) server ordered with that hostname goes to `failed_deployment` instead of `deploying`; repeatable |
 //! | `node.noboot` | `HOSTNAME` | that server deploys but Talos never answers on :50000; repeatable |
+//! | `talos.rekey` | `HOSTNAME` | after its first `Version` call in maintenance mode (cto's step-5 probe), that node presents a new maintenance-mode key, as after a reboot or another machine at its address; repeatable |
 //! | `stock.vanish` | `SITE` | the site stays listed `in_stock` but every order there gets Latitude's `422` "no stock"; repeatable |
 //! | `argocd.degraded` | `APP` | the Argo CD Application stays `Degraded` (mapped onto [`crate::LabConfig::argocd_degraded`]); repeatable |
 //! | `faults.seed` | integer | seed of the random draws (default 0), so a run can be replayed |
@@ -70,6 +71,8 @@ pub struct FaultSpec {
     pub server_fail: Vec<(String, FailCount)>,
     /// `node.noboot`: hostnames whose Talos never answers.
     pub node_noboot: Vec<String>,
+    /// `talos.rekey`: hostnames whose maintenance-mode key changes after their first probe.
+    pub talos_rekey: Vec<String>,
     /// `stock.vanish`: sites listed in stock whose orders are refused.
     pub stock_vanish: Vec<String>,
     /// `argocd.degraded`: Applications that stay Degraded.
@@ -87,6 +90,7 @@ impl Default for FaultSpec {
             kube: ApiFaults::default(),
             server_fail: Vec::new(),
             node_noboot: Vec::new(),
+            talos_rekey: Vec::new(),
             stock_vanish: Vec::new(),
             argocd_degraded: Vec::new(),
             seed: 0,
@@ -104,7 +108,7 @@ pub struct FaultSpecError {
     pub reason: String,
 }
 
-const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, stock.vanish, argocd.degraded, faults.seed";
+const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency,rekey}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, stock.vanish, argocd.degraded, faults.seed";
 
 fn probability(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -195,6 +199,7 @@ impl FromStr for FaultSpec {
                     out.server_fail.push((hostname(host).map_err(err)?, count));
                 }
                 ("node.noboot", _) => out.node_noboot.push(hostname(value).map_err(err)?),
+                ("talos.rekey", _) => out.talos_rekey.push(hostname(value).map_err(err)?),
                 ("stock.vanish", _) => {
                     if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                         return Err(err(format!("{value:?} is not a site slug such as MIA2")));
@@ -270,6 +275,7 @@ impl fmt::Display for FaultSpec {
             });
         }
         entries.extend(self.node_noboot.iter().map(|h| format!("node.noboot={h}")));
+        entries.extend(self.talos_rekey.iter().map(|h| format!("talos.rekey={h}")));
         entries.extend(
             self.stock_vanish
                 .iter()
@@ -308,6 +314,7 @@ impl FaultSpec {
             && self.kube.is_empty()
             && self.server_fail.is_empty()
             && self.node_noboot.is_empty()
+            && self.talos_rekey.is_empty()
             && self.stock_vanish.is_empty()
             && self.argocd_degraded.is_empty()
     }
@@ -509,7 +516,7 @@ mod tests {
 
     #[test]
     fn parses_every_key_and_round_trips() {
-        let spec: FaultSpec = "latitude.5xx=0.1, latitude.429=0.1,latitude.latency=300ms,latitude.reset=0.05,talos.5xx=0.1,talos.latency=1s,kube.429=0.2,server.fail=a-worker-1,server.fail=a-cp-1:always,server.fail=b-cp-1:2,node.noboot=a-cp-2,stock.vanish=mia2,argocd.degraded=vault,faults.seed=7,latitude.retry_after=2"
+        let spec: FaultSpec = "latitude.5xx=0.1, latitude.429=0.1,latitude.latency=300ms,latitude.reset=0.05,talos.5xx=0.1,talos.latency=1s,kube.429=0.2,server.fail=a-worker-1,server.fail=a-cp-1:always,server.fail=b-cp-1:2,node.noboot=a-cp-2,talos.rekey=a-cp-1,stock.vanish=mia2,argocd.degraded=vault,faults.seed=7,latitude.retry_after=2"
             .parse()
             .unwrap();
         assert_eq!(spec.latitude.error_5xx, 0.1);
@@ -525,6 +532,7 @@ mod tests {
             ]
         );
         assert_eq!(spec.stock_vanish, ["MIA2"]);
+        assert_eq!(spec.talos_rekey, ["a-cp-1"]);
         assert_eq!(spec.argocd_degraded, ["vault"]);
         assert_eq!(spec.seed, 7);
         assert_eq!(spec.latitude_retry_after, 2);
@@ -543,6 +551,7 @@ mod tests {
             ("frobnicate=1", "frobnicate"),
             ("latitude.latency=fast", "fast"),
             ("server.fail=Bad_Host", "Bad_Host"),
+            ("talos.rekey=Bad_Host", "Bad_Host"),
             ("server.fail=a:0", "\"0\""),
             ("stock.vanish=MI A", "MI A"),
             ("faults.seed=-1", "-1"),

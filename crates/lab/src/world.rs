@@ -43,6 +43,12 @@ pub(crate) struct World {
     /// Live servers in creation order; deleted servers are removed.
     pub servers: Vec<Server>,
     pub ssh_keys: Vec<SshKey>,
+    /// Random secret (hex) from which each node's Talos maintenance-mode key is derived, so a
+    /// restarted lab brings a node back with the same key, as a real node that did not reboot
+    /// keeps its own (cto pins it: issue 13). Empty in worlds saved before it existed: filled
+    /// at load.
+    #[serde(default)]
+    pub key_seed: String,
 }
 
 /// Requests the lab has answered (see `GET /_lab/stats`).
@@ -90,6 +96,10 @@ pub(crate) struct Server {
     /// is in maintenance mode (and for every other server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talos: Option<TalosState>,
+    /// The lifecycle generation in which this node's maintenance-mode key was replaced by the
+    /// `talos.rekey` fault (after its first `Version` call in maintenance mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_rekeyed: Option<i64>,
     /// An injected fault (`server.fail`) doomed this deployment: after `starting_deploy` the
     /// server reports `failed_deployment` and never boots. A reinstall clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -172,6 +182,7 @@ impl World {
             catalogue: catalogue::seed(),
             servers: Vec::new(),
             ssh_keys: Vec::new(),
+            key_seed: new_key_seed(),
         }
     }
 
@@ -199,6 +210,10 @@ impl World {
                             world.version
                         ),
                     });
+                }
+                let mut world = world;
+                if world.key_seed.is_empty() {
+                    world.key_seed = new_key_seed();
                 }
                 if let Some(wanted) = ip_block.filter(|b| *b != world.ip_block) {
                     tracing::warn!(
@@ -271,6 +286,12 @@ impl World {
 /// `<dir>/world.json`.
 pub(crate) fn world_path(dir: &Path) -> PathBuf {
     dir.join(WORLD_FILE)
+}
+
+/// 32 random bytes, hex.
+fn new_key_seed() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new resource ID: the prefix and 13 random alphanumerics, like `sv_ZWr75Zbjr5A91`.

@@ -42,6 +42,8 @@ pub struct LabProcess {
     child: Child,
     /// Its API URL.
     pub url: String,
+    /// Its state directory (the world).
+    pub world: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +98,7 @@ impl LabProcess {
         LabProcess {
             child,
             url,
+            world: world.to_owned(),
             _dir: dir,
         }
     }
@@ -276,6 +279,27 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Asserts that everything under `dir` (itself included) is private: directories 0700, files
+/// 0600 (issue 13: state directories hold keys and tokens).
+#[cfg(unix)]
+pub fn assert_private_tree(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(dir), 0o700, "{} is a private directory", dir.display());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{} is a private directory", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{} is a private file", path.display());
+            }
+        }
+    }
 }
 
 /// The JSON events in an output's stdout.

@@ -292,6 +292,7 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             ssh_keys: order.ssh_keys,
             tags: order.tags,
             talos: None,
+            maintenance_rekeyed: None,
             failed,
         };
         tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
