@@ -230,8 +230,10 @@ fn trust_maintenance_keys(store: &mut CheckpointStore, entries: &[String]) -> Re
         else {
             return Err(bad("no node of this install has that hostname"));
         };
-        if matches!(record.config, installer::checkpoint::ConfigState::Applied { .. })
-            || record.installed
+        if matches!(
+            record.config,
+            installer::checkpoint::ConfigState::Applied { .. }
+        ) || record.installed
         {
             return Err(bad("that node already has its config"));
         }

@@ -293,7 +293,12 @@ pub fn assert_private_tree(dir: &Path) {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                assert_eq!(mode(&path), 0o700, "{} is a private directory", path.display());
+                assert_eq!(
+                    mode(&path),
+                    0o700,
+                    "{} is a private directory",
+                    path.display()
+                );
                 stack.push(path);
             } else {
                 assert_eq!(mode(&path), 0o600, "{} is a private file", path.display());

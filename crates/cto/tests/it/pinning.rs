@@ -67,7 +67,11 @@ fn a_changed_maintenance_key_stops_the_install_and_the_resume_sends_nothing() {
     let out = run(user.cto(Some(&lab)), &args);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("rk-cp-1"), "names the node: {}", describe(&out));
+    assert!(
+        stderr.contains("rk-cp-1"),
+        "names the node: {}",
+        describe(&out)
+    );
     assert!(
         stderr.contains("maintenance-mode key changed"),
         "{}",

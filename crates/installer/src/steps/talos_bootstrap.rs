@@ -616,34 +616,33 @@ async fn apply_one(
                 }
                 // Transient failures (UNAVAILABLE, a dropped connection) are retried; a
                 // refusal of the config, or another key, is not.
-                let attempt = match TalosClient::maintenance_pinned(addr, env.probe_timeout, pin)
-                    .await
-                {
-                    Ok(mut client) => {
-                        // From here on the node may have taken the config even if the answer
-                        // is lost.
-                        intended = true;
-                        client
-                            .apply_configuration(config, ApplyMode::Reboot)
-                            .await
-                            .map_err(|e| match e {
-                                TalosClientError::KeyChanged {
-                                    pinned, presented, ..
-                                } => (false, key_changed(&node.hostname, &pinned, &presented)),
-                                e => (
-                                    is_transient_talos(&e),
-                                    format!("the node rejected its machine config: {e}"),
-                                ),
-                            })
-                    }
-                    Err(TalosClientError::KeyChanged {
-                        pinned, presented, ..
-                    }) => Err((false, key_changed(&node.hostname, &pinned, &presented))),
-                    Err(e) => Err((
-                        is_transient_talos(&e),
-                        format!("connecting in maintenance mode: {e}"),
-                    )),
-                };
+                let attempt =
+                    match TalosClient::maintenance_pinned(addr, env.probe_timeout, pin).await {
+                        Ok(mut client) => {
+                            // From here on the node may have taken the config even if the answer
+                            // is lost.
+                            intended = true;
+                            client
+                                .apply_configuration(config, ApplyMode::Reboot)
+                                .await
+                                .map_err(|e| match e {
+                                    TalosClientError::KeyChanged {
+                                        pinned, presented, ..
+                                    } => (false, key_changed(&node.hostname, &pinned, &presented)),
+                                    e => (
+                                        is_transient_talos(&e),
+                                        format!("the node rejected its machine config: {e}"),
+                                    ),
+                                })
+                        }
+                        Err(TalosClientError::KeyChanged {
+                            pinned, presented, ..
+                        }) => Err((false, key_changed(&node.hostname, &pinned, &presented))),
+                        Err(e) => Err((
+                            is_transient_talos(&e),
+                            format!("connecting in maintenance mode: {e}"),
+                        )),
+                    };
                 match attempt {
                     Ok(_) => return Ok(ApplyResult::Applied),
                     Err((true, message)) if started.elapsed() < timeout => {

@@ -74,9 +74,7 @@ enum WantedMode {
     /// before its control plane went away keeps serving, as a real one does until it expires).
     Keep,
     /// Maintenance mode with the key derived from this seed.
-    Maintenance {
-        seed: [u8; 32],
-    },
+    Maintenance { seed: [u8; 32] },
     Normal {
         member: Member,
         since_ms: i64,
@@ -256,7 +254,12 @@ impl Reconciler {
                             rekeyed,
                         },
                         WantedMode::Maintenance {
-                            seed: maintenance_seed(&world.key_seed, &server.id, generation, rekeyed),
+                            seed: maintenance_seed(
+                                &world.key_seed,
+                                &server.id,
+                                generation,
+                                rekeyed,
+                            ),
                         },
                     )
                 }

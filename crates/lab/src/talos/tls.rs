@@ -92,7 +92,10 @@ fn ed25519_from_seed(seed: &[u8; 32], label: &[u8]) -> Result<KeyPair, rcgen::Er
         0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
     ];
-    let private = Sha256::new().chain_update(seed).chain_update(label).finalize();
+    let private = Sha256::new()
+        .chain_update(seed)
+        .chain_update(label)
+        .finalize();
     let mut der = PKCS8_PREFIX.to_vec();
     der.extend_from_slice(&private);
     KeyPair::try_from(der.as_slice())
