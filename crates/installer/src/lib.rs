@@ -18,6 +18,7 @@ pub mod spec;
 pub mod step;
 mod steps;
 pub mod vault;
+pub mod vault_tls;
 
 pub use error::{ErrorClass, InstallError, StepError};
 pub use orchestrator::{Orchestrator, RunOptions, RunOutcome, Timings};

@@ -174,11 +174,11 @@ mod tests {
 
     #[test]
     fn maintenance_keys_follow_the_seed() {
-        let public = |seed: [u8; 32]| ed25519_from_seed(&seed, b"leaf").unwrap().public_key_der();
+        let public = |seed: [u8; 32]| ed25519_from_seed(&seed, b"leaf").unwrap().public_key_pem();
         assert_eq!(public([1; 32]), public([1; 32]));
         assert_ne!(public([1; 32]), public([2; 32]));
         assert_ne!(
-            ed25519_from_seed(&[1; 32], b"ca").unwrap().public_key_der(),
+            ed25519_from_seed(&[1; 32], b"ca").unwrap().public_key_pem(),
             public([1; 32])
         );
     }
