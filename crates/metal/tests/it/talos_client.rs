@@ -244,8 +244,8 @@ fn talosconfig(client_ca: &CertAndKey, trusted_ca: &CertAndKey) -> Talosconfig {
         endpoints: vec!["127.0.0.1".into()],
         nodes: vec![],
         ca: trusted_ca.crt.clone(),
-        crt: client.crt,
-        key: client.key,
+        crt: client.crt.clone(),
+        key: client.key.clone(),
     }
 }
 
