@@ -456,6 +456,12 @@ impl DirLock {
             options.mode(0o600);
         }
         let mut file = options.open(&path).map_err(io_err("opening", &path))?;
+        #[cfg(unix)]
+        {
+            // The mode above applies only to a new file: narrow one left wider.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
