@@ -3,7 +3,10 @@
 
 mod bad_input;
 mod destroy;
+mod git_http;
+mod gitops;
 mod harness;
+mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
