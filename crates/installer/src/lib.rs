@@ -13,6 +13,7 @@ pub mod events;
 pub mod health;
 pub mod kubeconfig_merge;
 pub mod orchestrator;
+pub mod ownership;
 mod poll;
 pub mod spec;
 pub mod step;
