@@ -7,6 +7,7 @@ mod harness;
 mod install;
 mod kubectl;
 mod overlap;
+mod ownership;
 mod platform;
 mod post_install;
 mod rate_limits;
