@@ -135,7 +135,10 @@ fn fresh_intent(cp: &Checkpoint, machine: &Machine) -> bool {
     {
         return false;
     }
-    let Some(intent) = intent_time(cp, &machine.hostname).as_deref().and_then(parse) else {
+    let Some(intent) = intent_time(cp, &machine.hostname)
+        .as_deref()
+        .and_then(parse)
+    else {
         return false;
     };
     let Some(created) = machine.created_at.as_deref().and_then(parse) else {
@@ -222,7 +225,10 @@ mod tests {
     fn ids_are_unique_and_plain() {
         let a = new_install_id();
         assert_eq!(a.len(), 12);
-        assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         assert_ne!(a, new_install_id());
         assert!(checkpoint().ownership.install_id.is_some());
     }
@@ -237,7 +243,10 @@ mod tests {
             at: "2026-01-01T11:00:00Z".into(),
         };
         assert_eq!(proof(&cp, &m), None);
-        assert_eq!(namesakes(&cp, std::slice::from_ref(&m), &["own-cp-1".into()]).len(), 1);
+        assert_eq!(
+            namesakes(&cp, std::slice::from_ref(&m), &["own-cp-1".into()]).len(),
+            1
+        );
     }
 
     #[test]

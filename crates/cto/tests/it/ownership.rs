@@ -97,7 +97,12 @@ fn a_hand_made_namesake_stops_the_install_before_ordering_and_is_left_untouched(
     // Resuming changes nothing while the namesake is there.
     let out = run(
         cto(&user, &lab),
-        &["install", "--resume", "--state-dir", state.to_str().unwrap()],
+        &[
+            "install",
+            "--resume",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(servers(&lab), [("s-cp-1".to_owned(), victim.clone())]);
@@ -165,10 +170,7 @@ fn destroy_deletes_exactly_the_install_s_servers_then_nothing_then_by_the_cluste
     assert_eq!(installed.len(), 2);
     let bystander = hand_make(&lab.url, "s2-cp-7", "ubuntu_24_04_x64_lts");
 
-    let out = run(
-        cto(&user, &lab),
-        &["destroy", "--state-dir", s, "--yes"],
-    );
+    let out = run(cto(&user, &lab), &["destroy", "--state-dir", s, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(
         servers(&lab),
@@ -177,10 +179,7 @@ fn destroy_deletes_exactly_the_install_s_servers_then_nothing_then_by_the_cluste
     );
 
     // Again: the install was destroyed, nothing to do.
-    let out = run(
-        cto(&user, &lab),
-        &["destroy", "--state-dir", s, "--yes"],
-    );
+    let out = run(cto(&user, &lab), &["destroy", "--state-dir", s, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("Nothing to destroy"),
@@ -229,7 +228,13 @@ fn destroy_deletes_exactly_the_install_s_servers_then_nothing_then_by_the_cluste
     assert_eq!(servers(&lab).len(), 1);
     let out = run(
         cto(&user, &lab),
-        &["destroy", "--cluster-name", "s2", "--match-hostname", "--yes"],
+        &[
+            "destroy",
+            "--cluster-name",
+            "s2",
+            "--match-hostname",
+            "--yes",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(servers(&lab).is_empty());

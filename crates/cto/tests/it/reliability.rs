@@ -306,7 +306,12 @@ fn a_server_that_keeps_failing_stops_naming_it_and_resumes_order_no_more_replace
     for _ in 0..2 {
         let out = resume(&lab, &user, s);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-        assert_eq!(ordered(&events(&out), "p-worker-1"), 0, "{}", describe(&out));
+        assert_eq!(
+            ordered(&events(&out), "p-worker-1"),
+            0,
+            "{}",
+            describe(&out)
+        );
         let stderr = failure(&out);
         assert!(
             stderr.contains("p-worker-1") && stderr.contains("over its life"),

@@ -541,7 +541,10 @@ async fn two_hand_made_servers_with_one_of_our_hostnames_stop_the_install() {
     let b = f.provider.add("dup-cp-1", "ipxe", MachineState::Ready);
     let err = f.run_to(Step::CreatingServers).await.unwrap_err();
     assert_eq!(err.class(), installer::ErrorClass::Prerequisites, "{err}");
-    assert!(err.to_string().contains(&a) && err.to_string().contains(&b), "{err}");
+    assert!(
+        err.to_string().contains(&a) && err.to_string().contains(&b),
+        "{err}"
+    );
     assert_eq!(f.provider.snapshot().creates, 0);
 }
 

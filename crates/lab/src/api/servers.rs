@@ -315,7 +315,9 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
         Ok::<_, ApiError>(rendered)
     })?;
     let id = rendered["id"].as_str().unwrap_or_default();
-    let hostname = rendered["attributes"]["hostname"].as_str().unwrap_or_default();
+    let hostname = rendered["attributes"]["hostname"]
+        .as_str()
+        .unwrap_or_default();
     if lab.faults.order_answer_lost(hostname, id) {
         return Ok(crate::faults::broken_response());
     }
@@ -364,7 +366,10 @@ pub(crate) async fn update(
         if let Some(tags) = &tags {
             let missing: Vec<&String> = tags.iter().filter(|t| world.tag(t).is_none()).collect();
             if !missing.is_empty() {
-                a.reject("tags", format!("The following tags were not found: {missing:?}"));
+                a.reject(
+                    "tags",
+                    format!("The following tags were not found: {missing:?}"),
+                );
             }
         }
         a.finish()?;

@@ -56,7 +56,11 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             e.code = Some(code.into());
             ApiError::validation(vec![e])
         };
-        if world.tags.iter().any(|t| t.name.eq_ignore_ascii_case(&name)) {
+        if world
+            .tags
+            .iter()
+            .any(|t| t.name.eq_ignore_ascii_case(&name))
+        {
             return Err(taken("NAME_ALREADY_TAKEN", "is already taken"));
         }
         let slug = slug(&name);

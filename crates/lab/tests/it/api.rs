@@ -492,7 +492,10 @@ async fn tags_are_created_then_attached_with_patch_never_at_order_time() {
     let tag_id = created.body["data"]["id"].as_str().unwrap().to_owned();
     assert!(tag_id.starts_with("tag_"));
     assert_eq!(created.body["data"]["type"], "tags");
-    assert_eq!(created.body["data"]["attributes"]["slug"], "cto-install-abc");
+    assert_eq!(
+        created.body["data"]["attributes"]["slug"],
+        "cto-install-abc"
+    );
     assert_eq!(created.body["data"]["attributes"]["color"], "#ffffff");
     let again = lab.post("/tags", tag("cto-install-abc")).await;
     assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -517,13 +520,16 @@ async fn tags_are_created_then_attached_with_patch_never_at_order_time() {
     let id = server["id"].as_str().unwrap().to_owned();
     let untagged = lab.create(json!({"hostname": "talos-cp-2"})).await;
 
-    let patch = |attributes: Value| {
-        json!({"data": {"id": id.clone(), "type": "servers", "attributes": attributes}})
-    };
+    let patch = |attributes: Value| json!({"data": {"id": id.clone(), "type": "servers", "attributes": attributes}});
     let path = format!("/servers/{id}");
     let send = |body: Value| lab.send(reqwest::Method::PATCH, &path, &[], Some(body));
     let unknown = send(patch(json!({"tags": ["tag_missing"]}))).await;
-    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.body);
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unknown.body
+    );
     assert_eq!(
         unknown.body["errors"][0]["source"]["pointer"],
         "/data/attributes/tags"

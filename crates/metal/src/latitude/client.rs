@@ -27,12 +27,12 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, LatitudeError, is_idempotent, is_transient_status};
 use super::model::{
-    CreateServer, CreateServerAttributes, CreateSshKeyAttributes, ErrorEnvelope, ItemDocument,
-    ListDocument, OperatingSystem, OperatingSystemAttributes, Plan, PlanAttributes, Project,
-    ProjectAttributes, Region, RegionAttributes, Reinstall, ReinstallAttributes, RequestBody,
-    CreateTagAttributes,
-    Resource, Server, ServerAttributes, ServerFilter, SshKey, SshKeyAttributes, Tag,
-    TagAttributes, UpdateServerTagsAttributes, UpdateServerTagsBody, UpdateServerTagsData,
+    CreateServer, CreateServerAttributes, CreateSshKeyAttributes, CreateTagAttributes,
+    ErrorEnvelope, ItemDocument, ListDocument, OperatingSystem, OperatingSystemAttributes, Plan,
+    PlanAttributes, Project, ProjectAttributes, Region, RegionAttributes, Reinstall,
+    ReinstallAttributes, RequestBody, Resource, Server, ServerAttributes, ServerFilter, SshKey,
+    SshKeyAttributes, Tag, TagAttributes, UpdateServerTagsAttributes, UpdateServerTagsBody,
+    UpdateServerTagsData,
 };
 use super::ratelimit::{DEFAULT_WINDOW, RateLimiter, RateStats, RequestClass};
 use crate::provider::Deleted;
