@@ -79,13 +79,22 @@ pub enum Proof {
 
 /// The proof that `machine` belongs to the install of `cp`, if there is one.
 pub fn proof(cp: &Checkpoint, machine: &Machine) -> Option<Proof> {
-    if cp.owned_server_ids().iter().any(|id| *id == machine.id) {
+    if is_recorded(cp, &machine.id) {
         return Some(Proof::Recorded);
     }
     if carries_install_tag(cp, machine) {
         return Some(Proof::Tagged);
     }
     fresh_intent(cp, machine).then_some(Proof::FreshIntent)
+}
+
+/// True when the checkpoint holds `id` as the install's (the ids of
+/// [`Checkpoint::owned_server_ids`], without collecting them).
+fn is_recorded(cp: &Checkpoint, id: &str) -> bool {
+    cp.servers
+        .iter()
+        .any(|s| s.id.as_deref() == Some(id) || s.replaced.iter().any(|r| !r.gone && r.id == id))
+        || cp.ownership.duplicates.iter().any(|d| d.id == id)
 }
 
 /// True when the machine carries this install's tag (by id, or by name).
