@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use installer::checkpoint::{CheckpointStore, OrderState};
-use installer::events::{AlwaysApprove, Event, RecordingReporter};
+use installer::events::{
+    AlwaysApprove, Approval, ApprovalFuture, Approver, Event, OrderSummary, RecordingReporter,
+};
 use installer::spec::InstallRequest;
 use installer::{InstallError, Orchestrator, RunOptions, RunOutcome, Step, StepError};
 use metal::provider::{
@@ -279,12 +281,20 @@ impl Fixture {
     }
 
     async fn run_to(&self, step: Step) -> Result<RunOutcome, InstallError> {
+        self.run_to_with(step, Arc::new(AlwaysApprove)).await
+    }
+
+    async fn run_to_with(
+        &self,
+        step: Step,
+        approver: Arc<dyn Approver>,
+    ) -> Result<RunOutcome, InstallError> {
         let store = CheckpointStore::resume(&self.state).unwrap();
         let mut orchestrator = Orchestrator::new(
             Arc::clone(&self.provider),
             store,
             self.reporter.clone(),
-            Arc::new(AlwaysApprove),
+            approver,
             RunOptions {
                 stop_after: Some(step),
                 timings: Default::default(),
@@ -591,4 +601,61 @@ async fn a_pinned_site_without_stock_is_a_prerequisite_failure() {
     assert_eq!(err.class(), installer::ErrorClass::Prerequisites, "{err}");
     assert!(err.to_string().contains("ASH"), "{err}");
     assert_eq!(f.provider.snapshot().creates, 0);
+}
+
+/// Nobody can answer (no terminal, no `--yes`).
+struct Unattended;
+
+impl Approver for Unattended {
+    fn approve(&self, _order: &OrderSummary) -> ApprovalFuture {
+        Box::pin(std::future::ready(Approval::Unattended))
+    }
+}
+
+#[tokio::test]
+async fn a_replacement_or_a_reinstall_without_approval_does_nothing() {
+    let f = Fixture::new("ask", 1);
+    *f.provider.fail_next_orders.lock().unwrap() = 1;
+    f.run_to(Step::CreatingServers).await.unwrap();
+    // As if the order had never been approved (nobody answered for this install).
+    let mut store = CheckpointStore::resume(&f.state).unwrap();
+    store
+        .update(|cp| cp.resolved.order_approved = false)
+        .unwrap();
+    drop(store);
+    let err = f
+        .run_to_with(Step::WaitingServersReady, Arc::new(Unattended))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), installer::ErrorClass::Usage, "{err}");
+    let world = f.provider.snapshot();
+    assert_eq!(
+        (world.deletes, world.creates),
+        (0, 1),
+        "nothing deleted or ordered"
+    );
+
+    // The same for a reinstall of one of the install's servers.
+    let g = Fixture::new("ask2", 1);
+    g.run_to(Step::WaitingServersReady).await.unwrap();
+    let id = g.checkpoint().servers[0].id.clone().unwrap();
+    g.provider
+        .world
+        .lock()
+        .unwrap()
+        .machines
+        .get_mut(&id)
+        .unwrap()
+        .operating_system = Some("ubuntu_24_04_x64_lts".into());
+    let mut store = CheckpointStore::resume(&g.state).unwrap();
+    store
+        .update(|cp| cp.resolved.order_approved = false)
+        .unwrap();
+    drop(store);
+    let err = g
+        .run_to_with(Step::BootingTalos, Arc::new(Unattended))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), installer::ErrorClass::Usage, "{err}");
+    assert_eq!(g.provider.snapshot().reinstalls, 0);
 }
