@@ -334,10 +334,11 @@ pub trait Provider: Send + Sync + 'static {
         description: &str,
     ) -> impl Future<Output = ProviderResult<Tag>> + Send;
 
-    /// Attaches the tags to a machine, keeping the tags it already has. Idempotent.
+    /// Attaches the tags to a machine, keeping the tags it already has (`machine.tags`, as last
+    /// listed; re-read after a lost answer). Idempotent.
     fn tag_machine(
         &self,
-        id: &str,
+        machine: &Machine,
         tag_ids: &[String],
     ) -> impl Future<Output = ProviderResult<()>> + Send;
 

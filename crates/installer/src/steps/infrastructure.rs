@@ -159,16 +159,26 @@ async fn ensure_tags<P: Provider>(ctx: &mut StepContext<'_, P>) -> Result<Vec<St
 
 /// Attaches the install's tags to every recorded server that does not carry them yet (a run
 /// cut off between an order and its tagging, or a checkpoint of an earlier release).
-async fn tag_recorded<P: Provider>(ctx: &mut StepContext<'_, P>, tags: &[String]) -> StepResult {
-    let untagged: Vec<(String, String)> = ctx
+async fn tag_recorded<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    tags: &[String],
+    machines: &[Machine],
+) -> StepResult {
+    let untagged: Vec<(String, Machine)> = ctx
         .checkpoint()
         .servers
         .iter()
         .filter(|s| !s.tagged)
-        .filter_map(|s| s.id.clone().map(|id| (s.hostname.clone(), id)))
+        .filter_map(|s| {
+            let id = s.id.as_deref()?;
+            // Not in the listing: gone (step 3 reports it) or not listed yet (the next look).
+            let machine = machines.iter().find(|m| m.id == id)?;
+            Some((s.hostname.clone(), machine.clone()))
+        })
         .collect();
-    for (hostname, id) in untagged {
-        match ctx.provider.tag_machine(&id, tags).await {
+    for (hostname, machine) in untagged {
+        let id = machine.id.clone();
+        match ctx.provider.tag_machine(&machine, tags).await {
             Ok(()) => mark_tagged(ctx, &hostname, &id)?,
             // Gone: step 3 reports it.
             Err(e) if e.kind == ProviderErrorKind::NotFound => {}
@@ -247,7 +257,7 @@ async fn detect_duplicates<P: Provider>(
         ));
         tracing::warn!(%hostname, kept = %kept, duplicate = %m.id, "duplicate server");
         if !tags.is_empty()
-            && let Err(e) = ctx.provider.tag_machine(&m.id, &tags).await
+            && let Err(e) = ctx.provider.tag_machine(m, &tags).await
         {
             tracing::warn!(id = %m.id, error = %e, "could not tag a duplicate server");
         }
@@ -292,7 +302,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
     refuse_namesakes(ctx, &existing, &pending)?;
 
     let tags = ensure_tags(ctx).await?;
-    tag_recorded(ctx, &tags).await?;
+    tag_recorded(ctx, &tags, &existing).await?;
 
     let site = ctx
         .checkpoint()
@@ -388,19 +398,19 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         }
     }
     // Tags a failed attach left off, then one look for duplicates.
-    tag_recorded(ctx, &tags).await?;
     let machines = ctx
         .provider
         .list_machines()
         .await
         .map_err(|e| StepError::provider("listing the project's servers after ordering", e))?;
+    tag_recorded(ctx, &tags, &machines).await?;
     detect_duplicates(ctx, &machines).await
 }
 
 /// Attaches the install's tags to a server just ordered or adopted; false (and logged) when
 /// that failed, so that the next look tries again.
 async fn tag_new<P: Provider>(provider: &P, machine: &Machine, tags: &[String]) -> bool {
-    match provider.tag_machine(&machine.id, tags).await {
+    match provider.tag_machine(machine, tags).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(id = %machine.id, hostname = %machine.hostname, error = %e, "could not tag the server yet");
@@ -683,7 +693,12 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
     // servers: tag them now, so that every server of the install carries its tags.
     if ctx.checkpoint().servers.iter().any(|s| !s.tagged) {
         let tags = ensure_tags(ctx).await?;
-        tag_recorded(ctx, &tags).await?;
+        let machines = ctx
+            .provider
+            .list_machines()
+            .await
+            .map_err(|e| StepError::provider("listing servers to tag the install's own", e))?;
+        tag_recorded(ctx, &tags, &machines).await?;
     }
     let mut clock = StatusClock::default();
     // Servers (by id) whose Talos answered while the provider still said `deploying`.
@@ -1145,7 +1160,7 @@ async fn finish_replacement<P: Provider>(
     let cp = ctx.checkpoint().clone();
     if let Some(machine) = answers_to(&cp, &existing, hostname).first() {
         adopt(ctx, hostname, machine)?;
-        return tag_recorded(ctx, &tags).await;
+        return tag_recorded(ctx, &tags, &existing).await;
     }
     refuse_namesakes(ctx, &existing, &[hostname.to_owned()])?;
     let settle = Settle {

@@ -221,7 +221,8 @@ impl Provider for FakeProvider {
         Ok(tag)
     }
 
-    async fn tag_machine(&self, id: &str, tag_ids: &[String]) -> ProviderResult<()> {
+    async fn tag_machine(&self, machine: &Machine, tag_ids: &[String]) -> ProviderResult<()> {
+        let id = machine.id.as_str();
         let mut world = self.world.lock().unwrap();
         let known = world.tags.clone();
         let Some(m) = world.machines.get_mut(id) else {

@@ -188,25 +188,31 @@ impl Provider for LatitudeProvider {
         }
     }
 
-    async fn tag_machine(&self, id: &str, tag_ids: &[String]) -> ProviderResult<()> {
+    async fn tag_machine(&self, machine: &Machine, tag_ids: &[String]) -> ProviderResult<()> {
+        let id = machine.id.as_str();
+        // PATCH replaces the list: send what the server has plus ours. The first attempt trusts
+        // the machine as listed (no extra read per server); a retry reads it again.
+        let mut current: Vec<String> = machine.tags.iter().map(|t| t.id.clone()).collect();
         let mut last = None;
-        for _ in 0..TAG_ATTEMPTS {
-            // PATCH replaces the list: send what the server has plus ours.
-            let Some(server) = self.client.get_server(id).await? else {
-                return Err(ProviderError::new(
-                    ProviderErrorKind::NotFound,
-                    format!("Latitude server {id} not found while attaching tags"),
-                ));
-            };
-            let mut all: Vec<String> = server
-                .attributes
-                .tag_refs()
-                .into_iter()
-                .map(|t| t.id)
-                .collect();
-            if tag_ids.iter().all(|t| all.contains(t)) {
+        for attempt in 0..TAG_ATTEMPTS {
+            if attempt > 0 {
+                let Some(server) = self.client.get_server(id).await? else {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::NotFound,
+                        format!("Latitude server {id} not found while attaching tags"),
+                    ));
+                };
+                current = server
+                    .attributes
+                    .tag_refs()
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+            }
+            if tag_ids.iter().all(|t| current.contains(t)) {
                 return Ok(());
             }
+            let mut all = current.clone();
             for t in tag_ids {
                 if !all.contains(t) {
                     all.push(t.clone());
