@@ -208,6 +208,20 @@ pub enum StepError {
         /// What is missing and how to give it.
         message: String,
     },
+    /// Reading or writing a file failed: one cto writes for the user (the kubeconfig, the
+    /// talosconfig, their backups) or one in the state directory. Nothing about the cluster or
+    /// the checkpoint is wrong, so the advice is to fix the path and resume — never to destroy.
+    #[error("{action} {path} failed: {message}. {advice}")]
+    Io {
+        /// What was being done (`writing`, `creating the directory`, `backing up`).
+        action: String,
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        message: String,
+        /// What to do, ending with resuming the install.
+        advice: String,
+    },
     /// Something the step needs is missing from the checkpoint (a damaged or edited file).
     #[error(
         "the checkpoint lacks {what}; it may have been edited. Re-run the install with a new --state-dir after `cto destroy`"
@@ -224,6 +238,17 @@ impl StepError {
         StepError::Provider {
             context: context.into(),
             source,
+        }
+    }
+
+    /// An I/O error on `path` while `action`, with the usual advice: fix the path or its
+    /// permissions (free some space), then resume.
+    pub fn io(action: &str, path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        StepError::Io {
+            action: action.to_owned(),
+            path: path.display().to_string(),
+            message: error.to_string(),
+            advice: "Fix the path or its permissions (or free some space), then resume with `cto install --resume`; the cluster itself is unaffected".to_owned(),
         }
     }
 

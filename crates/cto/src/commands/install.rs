@@ -36,12 +36,9 @@ fn read_patches(args: &InstallArgs) -> Result<Vec<PatchSource>, Failure> {
         for value in values {
             let (source, content) = match value.strip_prefix('@') {
                 Some(path) => {
-                    let content = std::fs::read_to_string(path).map_err(|e| {
-                        usage(format!(
-                            "invalid {} '{value}': cannot read {path}: {e}",
-                            scope.flag()
-                        ))
-                    })?;
+                    // A regular file of at most 1 MiB; `@/dev/zero` is refused without reading.
+                    let content = metal::talos::config::read_patch_file(Path::new(path))
+                        .map_err(|e| usage(format!("invalid {} '{value}': {e}", scope.flag())))?;
                     (path.to_owned(), content)
                 }
                 None => ("inline".to_owned(), value.clone()),
@@ -246,6 +243,15 @@ fn parse_stop_after(args: &InstallArgs) -> Result<Option<Step>, Failure> {
         .transpose()
 }
 
+/// The paths the install writes for the user, checked before anything is created or ordered
+/// (a usage error, exit 2): `--kubeconfig-out` writable and outside the state directory.
+fn check_paths(args: &InstallArgs, state_dir: &Path) -> Result<(), Failure> {
+    if let Some(out) = &args.kubeconfig_out {
+        crate::paths::check_kubeconfig_out(out, state_dir)?;
+    }
+    Ok(())
+}
+
 /// Runs `cto install`.
 pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     let stop_after = parse_stop_after(&args)?;
@@ -262,6 +268,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
                 ));
             }
         };
+        check_paths(&args, &dir)?;
         let store = CheckpointStore::resume(&dir)
             .map_err(|e| install_failure(InstallError::from(e), &dir))?;
         resumed_spec(&args, &store.checkpoint().spec)?;
@@ -274,6 +281,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             Some(d) => d.clone(),
             None => context::default_state_dir(&spec.cluster_name)?,
         };
+        check_paths(&args, &dir)?;
         if args.dry_run {
             return dry_run(&args, &spec, &dir).await;
         }

@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod destroy;
+mod gitops;
 mod harness;
+mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
