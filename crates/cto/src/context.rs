@@ -135,8 +135,11 @@ fn build(
     time_scale: f64,
 ) -> Result<LatitudeProvider, Failure> {
     let config = ClientConfig::new(api_url, key, project).scaled(time_scale);
-    let client = LatitudeClient::new(config)
-        .map_err(|e| Failure::new(exit::USAGE, format!("cannot use API URL {api_url}: {e}")))?;
+    let client = LatitudeClient::new(config).map_err(|e| {
+        // The client's own message already shows the URL without userinfo.
+        let shown = metal::urls::redact_userinfo(api_url);
+        Failure::new(exit::USAGE, format!("cannot use API URL {shown}: {e}"))
+    })?;
     Ok(LatitudeProvider::new(client))
 }
 
@@ -192,7 +195,7 @@ fn parse_time_scale(raw: &str) -> Result<f64, Failure> {
 /// is refused (exit 2) unless the API URL is loopback; else the in-process lab's own
 /// `time_scale` with `--lab`; else 1 (real time).
 pub fn time_scale(args: &ProviderArgs) -> Result<f64, Failure> {
-    let url = api_url(args);
+    let url = metal::urls::redact_userinfo(&api_url(args));
     match time_scale_env()? {
         Some(f) if args.lab || metal::latitude::is_loopback_url(&url) => Ok(f),
         Some(f) => Err(Failure::new(
@@ -268,7 +271,8 @@ pub fn apply_baseline(t: &mut installer::Timings, api_url: &str) -> Result<(), F
         return Err(Failure::new(
             exit::USAGE,
             format!(
-                "{BASELINE_ENV} is for benchmarks against the lab only, and the API URL {api_url} is not a loopback address; unset it"
+                "{BASELINE_ENV} is for benchmarks against the lab only, and the API URL {} is not a loopback address; unset it",
+                metal::urls::redact_userinfo(api_url)
             ),
         ));
     }

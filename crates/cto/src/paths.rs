@@ -66,17 +66,36 @@ pub fn check_kubeconfig_out(out: &Path, state_dir: &Path) -> Result<(), Failure>
             state_dir.display()
         )));
     }
-    match std::fs::metadata(&resolved) {
+    check_writable(&resolved).map_err(refuse)
+}
+
+/// Checks a file step 21 merges into (the kubeconfig at `$KUBECONFIG`'s first path or
+/// `~/.kube/config`, the talosconfig at `~/.talos/config`) the way [`check_kubeconfig_out`]
+/// checks `--kubeconfig-out`, but without the state-directory rule (`KUBECONFIG` may point at
+/// the state directory's own kubeconfig). `what` names the file in the message.
+pub fn check_merge_target(what: &str, path: &Path, hint: &str) -> Result<(), Failure> {
+    let refuse = |reason: String| {
+        Failure::new(
+            exit::USAGE,
+            format!("cannot write {what} {}: {reason}; {hint}", path.display()),
+        )
+    };
+    let resolved = resolve(path).map_err(|e| refuse(format!("cannot resolve it: {e}")))?;
+    check_writable(&resolved).map_err(refuse)
+}
+
+/// Not a directory, writable if it exists, and its nearest existing directory accepts a new
+/// file. Creates nothing that outlives the check.
+fn check_writable(resolved: &Path) -> Result<(), String> {
+    match std::fs::metadata(resolved) {
         Ok(meta) if meta.is_dir() => {
-            return Err(refuse(
-                "it is a directory; give the path of the file to write".to_owned(),
-            ));
+            return Err("it is a directory; give the path of the file to write".to_owned());
         }
         Ok(_) => {
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&resolved)
-                .map_err(|e| refuse(format!("the file cannot be written: {e}")))?;
+                .open(resolved)
+                .map_err(|e| format!("the file cannot be written: {e}"))?;
         }
         // Missing, or under something that is not a directory (reported below).
         Err(e)
@@ -84,7 +103,7 @@ pub fn check_kubeconfig_out(out: &Path, state_dir: &Path) -> Result<(), Failure>
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
             ) => {}
-        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"))),
+        Err(e) => return Err(format!("cannot inspect it: {e}")),
     }
     // The nearest directory that exists: the rest is created by step 21.
     let mut dir = resolved.parent().map(Path::to_owned);
@@ -92,26 +111,21 @@ pub fn check_kubeconfig_out(out: &Path, state_dir: &Path) -> Result<(), Failure>
         match std::fs::metadata(d) {
             Ok(meta) if meta.is_dir() => break,
             Ok(_) => {
-                return Err(refuse(format!(
+                return Err(format!(
                     "{} is not a directory, so nothing can be created under it",
                     d.display()
-                )));
+                ));
             }
             Err(_) => dir = d.parent().map(Path::to_owned),
         }
     }
     let Some(dir) = dir else {
-        return Err(refuse("it has no directory to write into".to_owned()));
+        return Err("it has no directory to write into".to_owned());
     };
     tempfile::Builder::new()
         .prefix(".cto-write-check-")
         .tempfile_in(&dir)
-        .map_err(|e| {
-            refuse(format!(
-                "nothing can be written in {}: {e}; choose a writable path",
-                dir.display()
-            ))
-        })?;
+        .map_err(|e| format!("nothing can be written in {}: {e}", dir.display()))?;
     Ok(())
 }
 
@@ -175,6 +189,17 @@ mod tests {
                 e.message
             );
         }
+
+        // A merge target may be the state directory's own kubeconfig (KUBECONFIG pointing at
+        // it); only writability counts there.
+        check_merge_target("the kubeconfig", &state.join("kubeconfig"), "").unwrap();
+        let e = check_merge_target("the kubeconfig", &file.join("config"), "pass X").unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert!(
+            e.message.contains("not a directory") && e.message.ends_with("pass X"),
+            "{}",
+            e.message
+        );
 
         check_kubeconfig_out(&tmp.path().join("out/new/kc"), &state).unwrap();
         check_kubeconfig_out(&file, &state).unwrap();

@@ -258,3 +258,30 @@ impl StepError {
         matches!(self, StepError::Provider { source, .. } if source.kind == kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_error_names_the_path_and_says_to_resume_never_to_destroy() {
+        let e = StepError::io(
+            "writing",
+            std::path::Path::new("/home/me/kc"),
+            "Permission denied (os error 13)",
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("writing /home/me/kc failed: Permission denied"),
+            "{text}"
+        );
+        assert!(text.contains("cto install --resume"), "{text}");
+        assert!(!text.contains("destroy"), "{text}");
+        let step = InstallError::Step {
+            step: Step::ConfiguringKubeconfig,
+            number: Step::ConfiguringKubeconfig.number(),
+            source: e,
+        };
+        assert_eq!(step.class(), ErrorClass::StepFailed);
+    }
+}

@@ -246,10 +246,45 @@ fn parse_stop_after(args: &InstallArgs) -> Result<Option<Step>, Failure> {
 /// The paths the install writes for the user, checked before anything is created or ordered
 /// (a usage error, exit 2): `--kubeconfig-out` writable and outside the state directory.
 fn check_paths(args: &InstallArgs, state_dir: &Path) -> Result<(), Failure> {
-    if let Some(out) = &args.kubeconfig_out {
-        crate::paths::check_kubeconfig_out(out, state_dir)?;
+    let home = home_dir();
+    match &args.kubeconfig_out {
+        Some(out) => crate::paths::check_kubeconfig_out(out, state_dir)?,
+        None => {
+            let env = kubeconfig_env();
+            if env.is_some() || home.is_some() {
+                let path = installer::kubeconfig_merge::default_kubeconfig_path(
+                    env.as_deref(),
+                    home.as_deref().unwrap_or(Path::new("")),
+                );
+                crate::paths::check_merge_target(
+                    "the kubeconfig (step 21 merges it into $KUBECONFIG's first path or ~/.kube/config)",
+                    &path,
+                    "fix it, or pass --kubeconfig-out PATH to write the kubeconfig elsewhere",
+                )?;
+            }
+        }
+    }
+    if let Some(home) = &home {
+        crate::paths::check_merge_target(
+            "the talosconfig (step 21 merges it into ~/.talos/config)",
+            &home.join(".talos").join("config"),
+            "fix it (or set HOME to a writable directory)",
+        )?;
     }
     Ok(())
+}
+
+/// The user's home directory: `HOME`, or `USERPROFILE` on Windows.
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
+        .map(PathBuf::from)
+}
+
+/// `KUBECONFIG`, when set and not empty.
+fn kubeconfig_env() -> Option<String> {
+    std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty())
 }
 
 /// Runs `cto install`.
@@ -333,11 +368,8 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             stop_after,
             timings,
             gitops_token: gitops_token(&args),
-            home: std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
-                .map(PathBuf::from),
-            kubeconfig_env: std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()),
+            home: home_dir(),
+            kubeconfig_env: kubeconfig_env(),
             kubeconfig_out: args.kubeconfig_out.clone(),
             install_lens: args.install_lens,
         },

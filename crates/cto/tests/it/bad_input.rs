@@ -1146,3 +1146,101 @@ fn a_cluster_name_that_is_a_path_exits_2_in_every_command_and_writes_nothing() {
     }
     assert!(lab.hostnames().is_empty());
 }
+
+#[test]
+fn a_url_with_userinfo_exits_2_in_every_command_without_repeating_it() {
+    let lab = LabProcess::start(json!({}));
+    let port = lab.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let user = User::new();
+    let url = format!("http://me:tok-91c2@127.0.0.1:{port}");
+    for args in [
+        vec![
+            "regions",
+            "--plan",
+            "c2-small-x86",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "destroy",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "install",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+    ] {
+        let mut cmd = user.cto(Some(&lab));
+        cmd.env("CTO_TIME_SCALE", "0.5");
+        let out = run(cmd, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            !describe(&out).contains("tok-91c2"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("***@127.0.0.1"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    // From the environment too.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("LATITUDE_API_URL", &url);
+    let out = run(cmd, &["regions", "--plan", "c2-small-x86"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(!describe(&out).contains("tok-91c2"), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty());
+    assert!(crate::harness::files_under(user.home.path()).is_empty());
+}
+
+#[test]
+fn kubeconfig_and_talosconfig_merge_targets_that_cannot_be_written_exit_2_before_ordering() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    let state = user.state_dir("mt");
+    let a_file = user.home.path().join("a-file");
+    std::fs::write(&a_file, b"x").unwrap();
+    // $KUBECONFIG under a regular file: step 21 could never merge into it.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("KUBECONFIG", a_file.join("config"));
+    let args = [
+        "install",
+        "--cluster-name",
+        "mt",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--yes",
+    ];
+    let out = run(cmd, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kubeconfig") && stderr.contains("--kubeconfig-out"),
+        "{stderr}"
+    );
+    // A HOME under a regular file: neither ~/.kube/config nor ~/.talos/config can be written.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("HOME", a_file.join("home"));
+    let out = run(cmd, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty(), "something was ordered");
+    assert!(!state.exists(), "the state directory was created");
+    // --kubeconfig-out replaces the kubeconfig merge; the talosconfig is still checked.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("KUBECONFIG", a_file.join("config"));
+    let out_path = user.home.path().join("kc");
+    let mut with_out = args.to_vec();
+    with_out.extend(["--kubeconfig-out", out_path.to_str().unwrap(), "--dry-run"]);
+    let out = run(cmd, &with_out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
