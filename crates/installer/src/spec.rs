@@ -334,6 +334,10 @@ fn validate_repo_url(value: &str) -> Result<String, SpecError> {
         .or_else(|| v.strip_prefix("ssh://"))
     {
         rest.split('/').next().is_some_and(|h| !h.is_empty()) && rest.contains('/')
+    } else if let Some(rest) = v.strip_prefix("http://") {
+        // Plain HTTP only to a literal loopback address: a repository served on this machine
+        // (the lab's, or `git http-backend` in tests), never one reached over a network.
+        metal::latitude::client::is_loopback_url(v) && rest.contains('/')
     } else if let Some((user_host, path)) = v.split_once(':') {
         user_host.contains('@') && !user_host.contains('/') && !path.is_empty()
     } else {
@@ -1377,6 +1381,8 @@ mod gitops_tests {
             "https://github.com/me/platform",
             "ssh://git@github.com/me/platform.git",
             "git@github.com:me/platform.git",
+            // A repository served on this machine.
+            "http://127.0.0.1:8418/platform.git",
         ] {
             let spec = InstallRequest {
                 gitops_repo: Some(ok.into()),
@@ -1388,7 +1394,13 @@ mod gitops_tests {
             assert_eq!(spec.gitops.repo, ok);
             assert_eq!(spec.gitops.path, "deploy/gitops");
         }
-        for bad in ["http://github.com/x/y", "github.com/x/y", "https://", ""] {
+        for bad in [
+            "http://github.com/x/y",
+            "http://localhost:8418/x.git",
+            "github.com/x/y",
+            "https://",
+            "",
+        ] {
             let err = InstallRequest {
                 gitops_repo: Some(bad.into()),
                 ..request()

@@ -134,6 +134,21 @@ fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSour
     }
 }
 
+/// A real install needs `--gitops-repo`: no public repository is known to hold this release's
+/// tree (the project's own repository keeps another tree under `infra/gitops/`), and step 1
+/// would stop on the default anyway. An install against a lab (`--lab`, or a loopback API URL)
+/// keeps the default, which the lab's Argo CD serves from the tree compiled into it.
+fn require_gitops_repo(args: &InstallArgs, spec: &ClusterSpec) -> Result<(), Failure> {
+    let lab = spec.lab || metal::latitude::client::is_loopback_url(&spec.api_url);
+    if args.gitops_repo.is_some() || lab {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "--gitops-repo is required: no public repository is known to hold this release's gitops/ tree ({} has no gitops/ directory). Put this release's gitops/ into a repository of yours (a fork or a copy) and pass --gitops-repo <url> (with --gitops-revision/--gitops-path where it differs); `cto install --dry-run --gitops-repo <url>` checks it before anything is ordered",
+        installer::spec::DEFAULT_GITOPS_REPO
+    )))
+}
+
 /// `--gitops-token` / `CTO_GITOPS_TOKEN`, when given and not blank.
 fn gitops_token(args: &InstallArgs) -> Option<installer::spec::GitopsToken> {
     args.gitops_token
@@ -312,6 +327,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     } else {
         let spec = fresh_spec(&args)?;
         let timings = run_timings(&provider_args(&args, &spec))?;
+        require_gitops_repo(&args, &spec)?;
         let dir: PathBuf = match &args.state_dir {
             Some(d) => d.clone(),
             None => context::default_state_dir(&spec.cluster_name)?,
@@ -487,6 +503,8 @@ async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Re
         RunOptions {
             stop_after: Some(Step::ValidatingPrerequisites),
             timings: Default::default(),
+            // The GitOps preflight of step 1 reads the repository with the token.
+            gitops_token: gitops_token(args),
             ..Default::default()
         },
     );

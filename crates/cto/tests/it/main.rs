@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod destroy;
+mod git_http;
 mod gitops;
 mod harness;
 mod hygiene;

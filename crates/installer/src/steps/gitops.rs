@@ -102,7 +102,9 @@ pub(crate) fn source_patch(spec: &ClusterSpec) -> Value {
     let ops = json!([
         {"op": "replace", "path": "/data/repoURL", "value": spec.gitops.repo},
         {"op": "replace", "path": "/data/targetRevision", "value": spec.gitops.revision},
-        {"op": "replace", "path": "/data/path", "value": spec.gitops.path},
+        // The tree at the repository root is `.`: the replacement puts it in front of
+        // `platform/<category>`, and Argo CD paths are relative.
+        {"op": "replace", "path": "/data/path", "value": if spec.gitops.path.is_empty() { "." } else { spec.gitops.path.as_str() }},
     ]);
     json!({
         "target": {"version": "v1", "kind": "ConfigMap", "name": SOURCE_CONFIGMAP},
