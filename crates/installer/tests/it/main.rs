@@ -265,7 +265,9 @@ impl Fixture {
             control_planes: 1,
             sync_timeout_minutes: 30,
             project: Some("proj_fake".into()),
-            api_url: "https://api.example.invalid".into(),
+            // A loopback API URL, as a lab's: step 1 then leaves the GitOps repository to the
+            // lab instead of fetching it (these tests have no network).
+            api_url: "http://127.0.0.1:9".into(),
             ..Default::default()
         }
         .validate()
