@@ -43,12 +43,26 @@ pub(crate) struct World {
     /// Live servers in creation order; deleted servers are removed.
     pub servers: Vec<Server>,
     pub ssh_keys: Vec<SshKey>,
+    /// The team's tags (`POST /tags`); servers refer to them by id.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
     /// Random secret (hex) from which each node's Talos maintenance-mode key is derived, so a
     /// restarted lab brings a node back with the same key, as a real node that did not reboot
     /// keeps its own (cto pins it: issue 13). Empty in worlds saved before it existed: filled
     /// at load.
     #[serde(default)]
     pub key_seed: String,
+}
+
+/// A tag of the team (Latitude tags belong to the team, not to a project: `GET /tags` "List all
+/// Tags in the team", `latitudesh-go-sdk` `docs/sdks/tags/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Tag {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub color: String,
 }
 
 /// Requests the lab has answered (see `GET /_lab/stats`).
@@ -183,6 +197,7 @@ impl World {
             servers: Vec::new(),
             ssh_keys: Vec::new(),
             key_seed: new_key_seed(),
+            tags: Vec::new(),
         }
     }
 
@@ -252,6 +267,10 @@ impl World {
 
     pub fn server(&self, id: &str) -> Option<&Server> {
         self.servers.iter().find(|s| s.id == id)
+    }
+
+    pub fn tag(&self, id: &str) -> Option<&Tag> {
+        self.tags.iter().find(|t| t.id == id)
     }
 
     pub fn server_mut(&mut self, id: &str) -> Option<&mut Server> {

@@ -108,6 +108,10 @@ fn the_repository_setting_reaches_every_category_application() {
     }
 }
 
+/// The repository (served by `git http-backend`) with `Namespace` removed from the standard
+/// profile's AppProject: the lab's Argo CD, which clones it, refuses the sync with Argo CD's
+/// message, the install exits 1 naming the Application, and `gitops-check` flags the same
+/// tree (xtask `create_namespace_needs_namespace_in_the_project`).
 #[test]
 fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,15 +122,37 @@ fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
         assert_ne!(text, without, "the project permits Namespace");
         std::fs::write(&project, without).unwrap();
     });
+    let server = crate::git_http::GitServer::start(None);
+    let url = server.repository(
+        "platform",
+        &crate::git_http::files_of(&root.join("gitops"), "gitops"),
+    );
     let lab = Lab::serve(
         dir.path(),
         free_port(),
-        json!({"time_scale": 0.002, "ip_block": ip_block(), "git_repos": {REPO: root}}),
+        json!({"time_scale": 0.002, "ip_block": ip_block()}),
     );
     let user = User::new();
     let state = user.state_dir("n");
     let started = std::time::Instant::now();
-    let out = install(&lab, &user, &state, "n");
+    let out = run(
+        lab.cto(&user),
+        &[
+            "install",
+            "--cluster-name",
+            "n",
+            "--nodes",
+            "2",
+            "--yes",
+            "--sync-timeout",
+            "10",
+            "--gitops-repo",
+            &url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            STOP,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WaitingGitOpsSync"), "{err}");
@@ -269,14 +295,8 @@ mod preflight {
     fn a_repository_holding_the_tree_passes_and_every_category_application_names_it() {
         let server = GitServer::start(None);
         let url = server.repository("platform", &tree());
-        // The lab's Argo CD reads the same tree from a directory (it does not clone).
-        let dir = tempfile::tempdir().unwrap();
-        for (path, contents) in tree() {
-            let to = dir.path().join(&path);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::write(to, contents).unwrap();
-        }
-        let lab = LabProcess::start(json!({"git_repos": {url.clone(): dir.path()}}));
+        // The lab's Argo CD clones it too (gitoxide over the same smart HTTP).
+        let lab = LabProcess::start(json!({}));
         let user = User::new();
         let state = user.state_dir("r");
         let out = run(
@@ -321,8 +341,12 @@ mod preflight {
             })
             .collect();
         assert!(tree_apps.len() >= 5, "{apps:?}");
+        let head = crate::git_http::git(&server.root.join("platform.git"), &["rev-parse", "main"]);
         for app in tree_apps {
             assert_eq!(app["spec"]["source"]["repoURL"], url.as_str(), "{app}");
+            // Synced at the repository's commit, as Argo CD reports it.
+            assert_eq!(app["status"]["sync"]["revision"], head.as_str(), "{app}");
+            assert_eq!(app["status"]["health"]["status"], "Healthy", "{app}");
         }
     }
 }
