@@ -2,6 +2,7 @@
 //! installer can be resumed against the same world.
 
 mod bad_input;
+mod blocks;
 mod destroy;
 mod harness;
 mod install;
