@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod blocks;
+mod conformance;
 mod destroy;
 mod harness;
 mod install;

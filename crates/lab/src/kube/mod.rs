@@ -58,6 +58,8 @@ mod fields;
 mod kubeconfig;
 mod objects;
 mod openapi;
+/// The real schemas of the built-in kinds and the check that served objects obey them.
+pub mod schema;
 mod selectors;
 mod server;
 mod status;

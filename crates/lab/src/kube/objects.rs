@@ -215,6 +215,9 @@ pub(crate) fn node(info: &NodeInfo, existing: Option<&Value>) -> Value {
                 "osImage": info.os_image,
                 "containerRuntimeVersion": CONTAINER_RUNTIME,
                 "kubeletVersion": info.kubelet_version,
+                // Required by the schema and always sent; empty since kube-proxy stopped
+                // reporting it (Talos with Cilium runs none at all).
+                "kubeProxyVersion": "",
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },

@@ -1,0 +1,149 @@
+//! The lab's Kubernetes after a complete `cto install --lab`, read as a user and a client
+//! would: every object of every built-in kind it serves obeys the real schema of Kubernetes
+//! 1.34 (`lab::kube::schema`), and kubectl finds what the installed platform implies.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::harness::{LabProcess, User, describe, run};
+use crate::kubectl::{kubectl, wait_for_kube_api};
+
+/// API groups of built-in kinds: a kind served in one of them must have a schema the check
+/// knows (custom resources are checked by nothing here).
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "coordination.k8s.io",
+    "rbac.authorization.k8s.io",
+    "storage.k8s.io",
+    "discovery.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+];
+
+fn raw(kubeconfig: &Path, path: &str) -> Value {
+    let out = kubectl(kubeconfig, &["get", "--raw", path]);
+    assert!(out.status.success(), "GET {path}: {}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every listable resource the server advertises: (group, version, resource, kind).
+fn served(kubeconfig: &Path) -> Vec<(String, String, String, String)> {
+    let mut group_versions = vec![(String::new(), "v1".to_string(), "/api/v1".to_string())];
+    for group in raw(kubeconfig, "/apis")["groups"].as_array().unwrap() {
+        let name = group["name"].as_str().unwrap();
+        for version in group["versions"].as_array().unwrap() {
+            let version = version["version"].as_str().unwrap();
+            group_versions.push((
+                name.to_string(),
+                version.to_string(),
+                format!("/apis/{name}/{version}"),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (group, version, path) in group_versions {
+        for resource in raw(kubeconfig, &path)["resources"].as_array().unwrap() {
+            let name = resource["name"].as_str().unwrap();
+            let listable = resource["verbs"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v == "list"));
+            if name.contains('/') || !listable {
+                continue;
+            }
+            out.push((
+                group.clone(),
+                version.clone(),
+                name.to_string(),
+                resource["kind"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// Lists every served resource and checks each object; returns how many objects of how many
+/// built-in kinds were checked, or the first violation.
+fn check_everything(kubeconfig: &Path) -> Result<(usize, usize), String> {
+    let mut objects = 0;
+    let mut kinds = 0;
+    for (group, version, resource, kind) in served(kubeconfig) {
+        let api_version = if group.is_empty() {
+            version.clone()
+        } else {
+            format!("{group}/{version}")
+        };
+        let path = if group.is_empty() {
+            format!("/api/{version}/{resource}")
+        } else {
+            format!("/apis/{group}/{version}/{resource}")
+        };
+        let built_in = BUILT_IN_GROUPS.contains(&group.as_str());
+        let list = raw(kubeconfig, &path);
+        let mut checked_kind = false;
+        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+            // Built-in lists leave kind and apiVersion out of their items.
+            item["apiVersion"] = Value::from(api_version.clone());
+            item["kind"] = Value::from(kind.clone());
+            match lab::kube::schema::check(&item) {
+                Ok(true) => {
+                    objects += 1;
+                    checked_kind = true;
+                }
+                Ok(false) if built_in => {
+                    return Err(format!(
+                        "no schema for the built-in kind {api_version} {kind}"
+                    ));
+                }
+                Ok(false) => {}
+                Err(violation) => return Err(violation.to_string()),
+            }
+        }
+        kinds += usize::from(checked_kind);
+    }
+    Ok((objects, kinds))
+}
+
+#[test]
+fn after_a_lab_install_every_served_object_obeys_the_real_schema() {
+    let user = User::new();
+    let state = user.state_dir("k");
+    let s = state.to_str().unwrap();
+    let out = run(
+        user.cto(None),
+        &[
+            "install",
+            "--lab",
+            "--cluster-name",
+            "k",
+            "--nodes",
+            "3",
+            "--state-dir",
+            s,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let _lab = LabProcess::reopen(&state.join("lab"));
+    let kubeconfig = state.join("kubeconfig");
+    wait_for_kube_api(&kubeconfig);
+
+    let (objects, kinds) = check_everything(&kubeconfig).unwrap_or_else(|v| panic!("{v}"));
+    eprintln!("{objects} objects of {kinds} built-in kinds obey the schema");
+    assert!(kinds >= 15, "only {kinds} built-in kinds had objects");
+
+    // The check can fail: a served Node without a required field is named, with the field.
+    let mut node = raw(&kubeconfig, "/api/v1/nodes/k-cp-1");
+    node["status"]["nodeInfo"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kubeProxyVersion");
+    let violation = lab::kube::schema::check(&node).unwrap_err();
+    assert_eq!(
+        violation.to_string(),
+        "Node k-cp-1: status.nodeInfo.kubeProxyVersion: required field is missing"
+    );
+}
