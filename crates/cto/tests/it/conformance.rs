@@ -146,4 +146,51 @@ fn after_a_lab_install_every_served_object_obeys_the_real_schema() {
         violation.to_string(),
         "Node k-cp-1: status.nodeInfo.kubeProxyVersion: required field is missing"
     );
+
+    // kubectl explain reads the served OpenAPI v3 schemas.
+    let out = kubectl(&kubeconfig, &["explain", "node.status.nodeInfo"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("kubeProxyVersion\t<string> -required-"),
+        "{text}"
+    );
+    let out = kubectl(
+        &kubeconfig,
+        &["explain", "deployment.spec.template.spec.containers"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Client-side apply: create, then a three-way patch of a changed manifest.
+    let manifest = state.join("web.yaml");
+    let deployment = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\n\
+             spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n\
+             \x20   metadata: {{labels: {{app: web}}}}\n\
+             \x20   spec: {{containers: [{{name: web, image: nginx:1.27}}]}}\n"
+        )
+    };
+    std::fs::write(&manifest, deployment(1)).unwrap();
+    let m = manifest.to_str().unwrap();
+    let out = kubectl(&kubeconfig, &["apply", "-f", m]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web created"));
+    std::fs::write(&manifest, deployment(2)).unwrap();
+    let out = kubectl(&kubeconfig, &["apply", "-f", m]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web configured"),
+        "{}",
+        describe(&out)
+    );
+    let web = raw(
+        &kubeconfig,
+        "/apis/apps/v1/namespaces/default/deployments/web",
+    );
+    assert_eq!(web["spec"]["replicas"], 2);
+    assert!(
+        web["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
 }

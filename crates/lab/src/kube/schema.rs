@@ -333,8 +333,7 @@ fn walk(
     Ok(())
 }
 
-/// The schemas of the kinds served by group/version, for the OpenAPI documents: every
-/// definition reachable from the kinds of `group`/`version` (all of them when `None`).
+/// Every definition reachable from `kinds`, for the OpenAPI documents.
 pub(crate) fn reachable(kinds: &[&Kind]) -> BTreeMap<String, Value> {
     let schemas = schemas();
     let mut out = BTreeMap::new();

@@ -874,8 +874,26 @@ async fn route(
                 None => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
             }
         }
-        // The lab serves no OpenAPI v2 document and no schemas (kubectl get/describe/version do not need them;
-        // kubectl apply and explain do).
+        // Swagger 2.0 as JSON only: a client that accepts nothing but protobuf (client-go)
+        // gets 406 (see `openapi`).
+        ["openapi", "v2"] if verb == "get" => {
+            let json_ok = accept.as_deref().is_none_or(|a| {
+                a.split(',').any(|part| {
+                    let media = part.split(';').next().unwrap_or("").trim();
+                    matches!(media, "application/json" | "application/*" | "*/*" | "")
+                })
+            });
+            if json_ok {
+                json_response(
+                    StatusCode::OK,
+                    JSON,
+                    &super::openapi::v2(&shared.registry.all()),
+                    pretty,
+                )
+            } else {
+                error_response(ApiError::not_acceptable())
+            }
+        }
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
