@@ -32,6 +32,7 @@ pub(crate) enum Printer {
     Secrets,
     ServiceAccounts,
     Services,
+    Pods,
     /// A custom resource: Name, then the CRD's `additionalPrinterColumns` (or Age when it
     /// declares none).
     Custom(&'static [CustomColumn]),
@@ -184,13 +185,14 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         status_subresource: true,
         ..BASE
     },
-    // Empty: the lab runs no pods (`kubectl describe node` lists a node's pods and events).
+    // Written by the simulated controllers only (`controllers::pods`): the pods of workloads.
     ResourceType {
         resource: "pods",
         singular: "pod",
         kind: "Pod",
         list_kind: "PodList",
         verbs: READ,
+        printer: Printer::Pods,
         short_names: &["po"],
         categories: &["all"],
         field_labels: &[
@@ -283,6 +285,20 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         short_names: &["deploy"],
         categories: &["all"],
         printer: Printer::Deployments,
+        status_subresource: true,
+        generation: true,
+        ..BASE
+    },
+    // Written by the simulated Deployment controller only (`controllers::pods`).
+    ResourceType {
+        group: "apps",
+        resource: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        list_kind: "ReplicaSetList",
+        verbs: READ,
+        short_names: &["rs"],
+        categories: &["all"],
         status_subresource: true,
         generation: true,
         ..BASE

@@ -26,6 +26,14 @@ pub(crate) const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-node-lease", "kube-public", "kube-system"];
 
 /// Now, as Kubernetes writes timestamps (`2025-01-02T03:04:05Z`).
+/// Five characters as the API server's `generateName` adds them (`bcdfghjklmnpqrstvwxz2456789`).
+pub(crate) fn random_suffix() -> String {
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()] as char)
+        .collect()
+}
+
 pub(crate) fn now_rfc3339() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }
@@ -377,6 +385,45 @@ fn columns(printer: Printer) -> Vec<Value> {
         Printer::Default => vec![
             column("Name", "string", "name", NAME_DOC, 0),
             column("Created At", "date", "", CREATED_DOC, 0),
+        ],
+        Printer::Pods => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            column(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            column(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "IP",
+                "string",
+                "",
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                1,
+            ),
+            column(
+                "Node",
+                "string",
+                "",
+                "NodeName is a request to schedule this pod onto a specific node.",
+                1,
+            ),
         ],
         Printer::Deployments => vec![
             column("Name", "string", "name", NAME_DOC, 0),
@@ -887,6 +934,41 @@ fn cells(printer: Printer, object: &Value) -> Vec<Value> {
             name,
             json!(str_at(object, "/metadata/creationTimestamp").unwrap_or_default()),
         ],
+        Printer::Pods => {
+            let statuses = object
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = object
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            let restarts: i64 = statuses
+                .iter()
+                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                .sum();
+            // kubectl's printer: a waiting or terminated container's reason, else the phase.
+            let phase = str_at(object, "/status/phase").unwrap_or_default();
+            let reason = statuses
+                .iter()
+                .find_map(|c| {
+                    c.pointer("/state/waiting/reason")
+                        .or_else(|| c.pointer("/state/terminated/reason"))
+                        .and_then(Value::as_str)
+                })
+                .unwrap_or(phase);
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(reason),
+                json!(restarts),
+                json!(age(object)),
+                json!(str_at(object, "/status/podIP").unwrap_or("<none>")),
+                json!(str_at(object, "/spec/nodeName").unwrap_or("<none>")),
+            ]
+        }
         Printer::Deployments => {
             let (names, images) = containers(object);
             vec![

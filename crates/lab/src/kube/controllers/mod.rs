@@ -8,6 +8,8 @@
 //!   Ready (before a CNI, real pods stay Pending).
 //! * **The CNI**: once the `kube-system/cilium` DaemonSet has ready pods, every Node turns
 //!   Ready (condition `Ready=True`, the `node.kubernetes.io/not-ready` taint removed).
+//! * **Pods** (`pods`): a Deployment's ReplicaSet and pods, a DaemonSet's pod per matching
+//!   node, a StatefulSet's ordinal pods, a Job's pod, following the rollouts above.
 //! * **Namespaces** being deleted lose their content, then disappear.
 //! * **Helm** (`helm`): a Job labelled `cto.dev/helm-release` installs its chart when it runs.
 //! * **Argo CD** (`argocd`): once the argo-cd chart's workloads are ready, Applications sync.
@@ -25,6 +27,7 @@
 
 mod argocd;
 mod helm;
+pub(super) mod pods;
 mod storage;
 pub(super) mod vault;
 mod workloads;
@@ -47,6 +50,7 @@ pub(super) struct State {
     /// When something (keyed by what it waits for) started waiting.
     timers: HashMap<String, Instant>,
     argocd: argocd::State,
+    pods: pods::State,
 }
 
 impl State {
@@ -72,6 +76,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             _ = tokio::time::sleep(tick) => {}
         }
         workloads::reconcile(&shared, &mut state);
+        pods::reconcile(&shared, &mut state.pods);
         argocd::reconcile(&shared, &mut state);
         storage::reconcile(&shared, &mut state);
         vault::reconcile(&shared, &mut state);
