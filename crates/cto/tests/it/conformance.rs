@@ -147,6 +147,110 @@ fn after_a_lab_install_every_served_object_obeys_the_real_schema() {
         "Node k-cp-1: status.nodeInfo.kubeProxyVersion: required field is missing"
     );
 
+    // Pods behind every workload: a Running pod for every replica of every Deployment (through
+    // its ReplicaSet) and of every DaemonSet, each with a log.
+    let pods = raw(&kubeconfig, "/api/v1/pods")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let running_owned_by = |uid: &str| -> Vec<&Value> {
+        pods.iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+            .collect()
+    };
+    let replicasets = raw(&kubeconfig, "/apis/apps/v1/replicasets")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut checked_pods = Vec::new();
+    let deployments = raw(&kubeconfig, "/apis/apps/v1/deployments")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!deployments.is_empty());
+    for deployment in &deployments {
+        let name = deployment["metadata"]["name"].as_str().unwrap();
+        let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        let rs: Vec<&Value> = replicasets
+            .iter()
+            .filter(|rs| {
+                rs["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
+            })
+            .collect();
+        assert_eq!(rs.len(), 1, "one ReplicaSet for Deployment {name}");
+        let running = running_owned_by(rs[0]["metadata"]["uid"].as_str().unwrap());
+        assert_eq!(running.len(), replicas, "Running pods of Deployment {name}");
+        checked_pods.extend(running);
+    }
+    let daemonsets = raw(&kubeconfig, "/apis/apps/v1/daemonsets")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!daemonsets.is_empty());
+    for daemonset in &daemonsets {
+        let name = daemonset["metadata"]["name"].as_str().unwrap();
+        let desired = daemonset["status"]["desiredNumberScheduled"]
+            .as_u64()
+            .unwrap() as usize;
+        let running = running_owned_by(daemonset["metadata"]["uid"].as_str().unwrap());
+        assert_eq!(running.len(), desired, "Running pods of DaemonSet {name}");
+        let mut nodes: Vec<&str> = running
+            .iter()
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(
+            nodes.len(),
+            desired,
+            "one pod per node for DaemonSet {name}"
+        );
+        checked_pods.extend(running);
+    }
+    let out = kubectl(&kubeconfig, &["get", "pods", "-A"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for pod in &checked_pods {
+        let (ns, name) = (
+            pod["metadata"]["namespace"].as_str().unwrap(),
+            pod["metadata"]["name"].as_str().unwrap(),
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(ns) && l.contains(name) && l.contains("Running")),
+            "{ns}/{name} in {table}"
+        );
+        let out = kubectl(&kubeconfig, &["logs", "-n", ns, name]);
+        assert!(
+            out.status.success(),
+            "kubectl logs {ns}/{name}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("simulated"),
+            "{}",
+            describe(&out)
+        );
+    }
+    let out = kubectl(
+        &kubeconfig,
+        &[
+            "describe",
+            "pod",
+            "-n",
+            "kube-system",
+            "-l",
+            "app.kubernetes.io/name=cilium",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Controlled By:  DaemonSet/cilium"),
+        "{}",
+        describe(&out)
+    );
+
     // kubectl explain reads the served OpenAPI v3 schemas.
     let out = kubectl(&kubeconfig, &["explain", "node.status.nodeInfo"]);
     assert!(out.status.success(), "{}", describe(&out));
