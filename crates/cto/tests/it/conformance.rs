@@ -251,6 +251,99 @@ fn after_a_lab_install_every_served_object_obeys_the_real_schema() {
         describe(&out)
     );
 
+    // What the installed platform implies, as kubectl lists it.
+    let names = |args: &[&str]| -> String {
+        let out = kubectl(&kubeconfig, args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let slices = names(&["get", "endpointslices", "-A", "-o", "wide"]);
+    assert!(
+        slices
+            .lines()
+            .any(|l| l.starts_with("argocd") && l.contains("argocd-server-")),
+        "{slices}"
+    );
+    let slice = raw(
+        &kubeconfig,
+        "/apis/discovery.k8s.io/v1/namespaces/argocd/endpointslices",
+    )["items"][0]
+        .clone();
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"], "argocd-server",
+        "{slice}"
+    );
+    assert_eq!(
+        slice["endpoints"][0]["conditions"]["ready"], true,
+        "{slice}"
+    );
+    let endpoints = names(&[
+        "get",
+        "endpoints",
+        "-n",
+        "argocd",
+        "argocd-server",
+        "-o",
+        "json",
+    ]);
+    assert!(endpoints.contains("\"addresses\""), "{endpoints}");
+    assert!(names(&["get", "csidrivers"]).contains("io.openebs.csi-mayastor"));
+    let apiservices = names(&["get", "apiservices"]);
+    for want in [
+        "v1.",
+        "v1.apps",
+        "v1alpha1.argoproj.io",
+        "v1beta1.metrics.k8s.io",
+    ] {
+        assert!(
+            apiservices
+                .lines()
+                .any(|l| l.starts_with(&format!("{want} "))),
+            "{want} in {apiservices}"
+        );
+    }
+    let clusterroles = names(&["get", "clusterroles"]);
+    for want in ["cluster-admin", "admin", "edit", "view", "system:discovery"] {
+        assert!(
+            clusterroles
+                .lines()
+                .any(|l| l.starts_with(&format!("{want} "))),
+            "{want} in {clusterroles}"
+        );
+    }
+    // kubectl wait and --watch.
+    let out = kubectl(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=cilium",
+            "-n",
+            "kube-system",
+            "--timeout=20s",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut watch = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "pods", "-n", "kube-system", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = watch.kill();
+    let watched = watch.wait_with_output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(
+        watched
+            .lines()
+            .any(|l| l.starts_with("cilium-") && l.contains("Running")),
+        "{watched}"
+    );
+
     // kubectl explain reads the served OpenAPI v3 schemas.
     let out = kubectl(&kubeconfig, &["explain", "node.status.nodeInfo"]);
     assert!(out.status.success(), "{}", describe(&out));

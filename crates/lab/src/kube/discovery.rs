@@ -207,6 +207,25 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         ],
         ..BASE
     },
+    // Written by the simulated endpoints controller only (`controllers::endpoints`).
+    ResourceType {
+        resource: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        list_kind: "EndpointsList",
+        verbs: READ,
+        short_names: &["ep"],
+        ..BASE
+    },
+    ResourceType {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        list_kind: "EndpointSliceList",
+        verbs: READ,
+        ..BASE
+    },
     ResourceType {
         resource: "events",
         singular: "event",
@@ -404,6 +423,26 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         namespaced: false,
         short_names: &["sc"],
         printer: Printer::StorageClasses,
+        ..BASE
+    },
+    ResourceType {
+        group: "storage.k8s.io",
+        resource: "csidrivers",
+        singular: "csidriver",
+        kind: "CSIDriver",
+        list_kind: "CSIDriverList",
+        namespaced: false,
+        ..BASE
+    },
+    ResourceType {
+        group: "apiregistration.k8s.io",
+        resource: "apiservices",
+        singular: "apiservice",
+        kind: "APIService",
+        list_kind: "APIServiceList",
+        namespaced: false,
+        categories: &["api-extensions"],
+        status_subresource: true,
         ..BASE
     },
     ResourceType {

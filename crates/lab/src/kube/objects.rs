@@ -25,7 +25,115 @@ pub(crate) const NETWORK_NOT_READY: &str = "container runtime network not ready:
 pub(crate) const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-node-lease", "kube-public", "kube-system"];
 
-/// Now, as Kubernetes writes timestamps (`2025-01-02T03:04:05Z`).
+/// The RBAC objects every API server creates at start-up (kubernetes/kubernetes
+/// `plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`, `ClusterRoles` and
+/// `ClusterRoleBindings`): the user-facing roles and the bindings that the lab's authorizer
+/// enforces (`server::authorize_*`). `admin`, `edit` and `view` are aggregated from the
+/// `system:aggregate-to-*` roles, which the lab does not list: their rules stay empty here.
+pub(crate) fn default_rbac() -> Vec<(&'static str, Value)> {
+    let meta = |name: &str| {
+        json!({
+            "name": name,
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        })
+    };
+    let role = |name: &str, rules: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": meta(name), "rules": rules})
+    };
+    let aggregated = |name: &str, to: &str| {
+        let mut r = role(name, json!([]));
+        r["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {
+            format!("rbac.authorization.k8s.io/aggregate-to-{to}"): "true"}}]});
+        r["metadata"]["labels"][format!(
+            "rbac.authorization.k8s.io/aggregate-to-{}",
+            match to {
+                "view" => "edit",
+                "edit" => "admin",
+                _ => "none",
+            }
+        )] = json!("true");
+        if to == "admin" {
+            r["metadata"]["labels"]
+                .as_object_mut()
+                .map(|l| l.remove("rbac.authorization.k8s.io/aggregate-to-none"));
+        }
+        r
+    };
+    let binding = |name: &str, subjects: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": meta(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": subjects})
+    };
+    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
+    vec![
+        (
+            "clusterroles",
+            role(
+                "cluster-admin",
+                json!([
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]},
+                ]),
+            ),
+        ),
+        ("clusterroles", aggregated("admin", "admin")),
+        ("clusterroles", aggregated("edit", "edit")),
+        ("clusterroles", aggregated("view", "view")),
+        (
+            "clusterroles",
+            role(
+                "system:discovery",
+                json!([{"nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
+            "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:basic-user",
+                json!([
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                    {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:public-info-viewer",
+                json!([{"nonResourceURLs": [
+            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding("cluster-admin", json!([group("system:masters")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding("system:discovery", json!([group("system:authenticated")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding("system:basic-user", json!([group("system:authenticated")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:public-info-viewer",
+                json!([
+                    group("system:authenticated"),
+                    group("system:unauthenticated")
+                ]),
+            ),
+        ),
+    ]
+}
+
 /// Five characters as the API server's `generateName` adds them (`bcdfghjklmnpqrstvwxz2456789`).
 pub(crate) fn random_suffix() -> String {
     let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
@@ -34,6 +142,7 @@ pub(crate) fn random_suffix() -> String {
         .collect()
 }
 
+/// Now, as Kubernetes writes timestamps (`2025-01-02T03:04:05Z`).
 pub(crate) fn now_rfc3339() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }

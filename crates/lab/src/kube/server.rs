@@ -274,6 +274,13 @@ pub(crate) async fn start(
             );
         }
     }
+    for (resource, object) in objects::default_rbac() {
+        let gvr = Gvr::new("rbac.authorization.k8s.io", "v1", resource);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if shared.store.get(&gvr, "", name).is_none() {
+            shared.store.upsert(&gvr, "", object);
+        }
+    }
     let url = format!("https://{}", SocketAddr::new(ip, local.port()));
     tracing::info!(cluster = %config.cluster_name, %url, "lab Kubernetes API listening");
     let task = tokio::spawn(serve(

@@ -27,6 +27,8 @@ const MANAGER: &str = "kube-controller-manager";
 #[derive(Default)]
 pub(super) struct State {
     done: HashMap<String, String>,
+    /// Counts the workloads whose pods were reconciled (the endpoints controller's cue).
+    pub epoch: u64,
 }
 
 /// A node a pod can run on.
@@ -111,6 +113,7 @@ pub(super) fn reconcile(shared: &Shared, state: &mut State) {
                 _ => job(shared, &object, &nodes),
             }
             state.done.insert(uid, sig);
+            state.epoch += 1;
         }
     }
     state.done.retain(|uid, _| seen.contains(uid));
