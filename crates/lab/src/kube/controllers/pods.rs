@@ -56,7 +56,76 @@ struct Want<'a> {
 
 pub(super) fn reconcile(shared: &Shared, state: &mut State) {
     let nodes_rt = builtin(shared, "", "nodes");
-    let nodes: Vec<NodeRef> = shared.store.scan(&nodes_rt.gvr(), None, |nodes| {
+    // What the pods depend on in the Nodes, without cloning them (this runs every tick).
+    let nodes_sig = shared.store.scan(&nodes_rt.gvr(), None, |nodes| {
+        // Names, readiness, labels and taints: what scheduling reads.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |text: &str| {
+            for b in text.bytes().chain([0]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for n in nodes {
+            feed(name_of(n));
+            feed(if condition_true(n, "Ready") { "r" } else { "n" });
+            if let Some(labels) = n.pointer("/metadata/labels").and_then(Value::as_object) {
+                for (k, v) in labels {
+                    feed(k);
+                    feed(v.as_str().unwrap_or_default());
+                }
+            }
+            for taint in n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                feed(taint["key"].as_str().unwrap_or_default());
+                feed(taint["effect"].as_str().unwrap_or_default());
+            }
+        }
+        h
+    });
+    let mut nodes: Option<Vec<NodeRef>> = None;
+    let mut seen = Vec::new();
+    for (group, resource) in [
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+    ] {
+        let rt = builtin(shared, group, resource);
+        for object in list(shared, rt, None) {
+            let uid = str_at(&object, "/metadata/uid").to_string();
+            let sig = format!(
+                "{}/{}/{}/{nodes_sig:x}",
+                object
+                    .pointer("/metadata/generation")
+                    .unwrap_or(&Value::Null),
+                object["spec"].to_string().len(),
+                object["status"],
+            );
+            seen.push(uid.clone());
+            if state.done.get(&uid) == Some(&sig) {
+                continue;
+            }
+            let nodes = nodes.get_or_insert_with(|| node_refs(shared));
+            match resource {
+                "deployments" => deployment(shared, &object, nodes),
+                "statefulsets" => statefulset(shared, &object, nodes),
+                "daemonsets" => daemonset(shared, &object, nodes),
+                _ => job(shared, &object, nodes),
+            }
+            state.done.insert(uid, sig);
+            state.epoch += 1;
+        }
+    }
+    state.done.retain(|uid, _| seen.contains(uid));
+}
+
+fn node_refs(shared: &Shared) -> Vec<NodeRef> {
+    let nodes_rt = builtin(shared, "", "nodes");
+    shared.store.scan(&nodes_rt.gvr(), None, |nodes| {
         nodes
             .map(|n| NodeRef {
                 name: name_of(n).to_string(),
@@ -76,47 +145,7 @@ pub(super) fn reconcile(shared: &Shared, state: &mut State) {
                 ready: condition_true(n, "Ready"),
             })
             .collect()
-    });
-    let nodes_sig = nodes
-        .iter()
-        .map(|n| format!("{}{}", n.name, u8::from(n.ready)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes_sig = format!("{:x}", fnv(&nodes_sig));
-    let mut seen = Vec::new();
-    for (group, resource) in [
-        ("apps", "deployments"),
-        ("apps", "statefulsets"),
-        ("apps", "daemonsets"),
-        ("batch", "jobs"),
-    ] {
-        let rt = builtin(shared, group, resource);
-        for object in list(shared, rt, None) {
-            let uid = str_at(&object, "/metadata/uid").to_string();
-            let sig = format!(
-                "{}/{}/{}/{}",
-                object
-                    .pointer("/metadata/generation")
-                    .unwrap_or(&Value::Null),
-                object["spec"].to_string().len(),
-                object["status"],
-                nodes_sig
-            );
-            seen.push(uid.clone());
-            if state.done.get(&uid) == Some(&sig) {
-                continue;
-            }
-            match resource {
-                "deployments" => deployment(shared, &object, &nodes),
-                "statefulsets" => statefulset(shared, &object, &nodes),
-                "daemonsets" => daemonset(shared, &object, &nodes),
-                _ => job(shared, &object, &nodes),
-            }
-            state.done.insert(uid, sig);
-            state.epoch += 1;
-        }
-    }
-    state.done.retain(|uid, _| seen.contains(uid));
+    })
 }
 
 /// A well-mixed hash of `text` (FNV-1a, then splitmix64's finaliser, so that names differing
