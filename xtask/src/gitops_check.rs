@@ -19,7 +19,16 @@
 //!   than its dependent (compared where their app-of-apps ancestry diverges);
 //! * each AppProject allows exactly the repositories, destination namespaces and cluster-scoped
 //!   kinds its Applications use (an Application from outside this repository declares its
-//!   cluster-scoped kinds in `cto.dev/cluster-kinds`, as `Kind.group`).
+//!   cluster-scoped kinds in `cto.dev/cluster-kinds`, as `Kind.group`), with Argo CD v3.2's
+//!   rules: `CreateNamespace=true` needs `Namespace` in `clusterResourceWhitelist` (Argo CD
+//!   checks the namespace it creates like any resource: "resource :Namespace is not permitted
+//!   in project …", `controller/sync.go`), a plain manifest's kind must pass
+//!   `IsGroupKindPermitted` and its namespace the project's destinations;
+//! * one repository setting: no file names the tree's own repository (the root Application
+//!   gives it; a profile directory is a Kustomize directory whose replacements carry it into
+//!   the category Applications, which name the installer's project `cto`);
+//! * no component conflicts with Cilium as the CNI with kube-proxy replacement on Talos (see
+//!   [`cni_conflict`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +40,12 @@ pub const INSTALLER_NAMESPACES: [&str; 4] =
     ["kube-system", "argocd", "openebs", "local-path-storage"];
 /// The profiles `cto install --profile` accepts.
 pub const PROFILES: [&str; 3] = ["minimal", "standard", "full"];
+/// The AppProject the installer creates for the root Application (and the category
+/// Applications of the tree): Applications and AppProjects in `argocd`, from the tree's
+/// repository.
+pub const BOOTSTRAP_PROJECT: &str = "cto";
+/// The kinds the bootstrap project lets its Applications create.
+const BOOTSTRAP_KINDS: [&str; 2] = ["Application", "AppProject"];
 /// The category that must sync first.
 const STORAGE_CATEGORY: &str = "storage";
 /// Kinds that are cluster-scoped when they appear as plain manifests.
@@ -74,6 +89,8 @@ struct App {
     value: Value,
     /// `(wave, name)` of every ancestor below the root, then of itself.
     lineage: Lineage,
+    /// Its source is a directory of this tree (a category Application).
+    tree: bool,
 }
 
 /// What a successful check saw.
@@ -132,6 +149,30 @@ pub fn check(repo_root: &Path) -> Result<Summary, Vec<String>> {
         }
     }
 
+    for doc in &docs {
+        let mut urls = Vec::new();
+        strings_in(&doc.value, &mut urls);
+        for url in urls
+            .into_iter()
+            .filter(|u| is_repo_url(u) && is_this_repo(u))
+        {
+            problems.push(format!(
+                "{}: {} {}: hard-codes the tree's own repository {url}; the root Application gives it once (--gitops-repo), see docs/gitops.md",
+                doc.file,
+                doc.value["kind"].as_str().unwrap_or_default(),
+                doc.value["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+        if let Some(conflict) = cni_conflict(&doc.value) {
+            problems.push(format!(
+                "{}: {} {}: {conflict}",
+                doc.file,
+                doc.value["kind"].as_str().unwrap_or_default(),
+                doc.value["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+
     let mut summary = Summary {
         files: files.len(),
         ..Default::default()
@@ -150,6 +191,103 @@ pub fn check(repo_root: &Path) -> Result<Summary, Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// Every string in a document.
+fn strings_in<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| strings_in(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings_in(x, out)),
+        _ => {}
+    }
+}
+
+/// A string that is a repository URL (`https://`, `http://`, `ssh://`, `git@host:`).
+fn is_repo_url(s: &str) -> bool {
+    let s = s.trim();
+    ["https://", "http://", "ssh://", "git://", "git@"]
+        .iter()
+        .any(|p| s.starts_with(p))
+        && !s.contains(char::is_whitespace)
+}
+
+/// The conflict class "replaces or breaks the cluster's CNI": the cluster runs Cilium as its
+/// CNI with kube-proxy replacement (no kube-proxy, no `kube-proxy` ConfigMap), on Talos. A
+/// component conflicts when it is
+///
+/// * Kilo in a CNI mode: every manifest of `squat/kilo` except the Cilium variants
+///   (`kilo-*-cilium*.yaml`, which run Kilo as an add-on mesh). The CNI-mode manifests' init
+///   container deletes `/etc/cni/net.d/*` (Cilium's configuration) and the kubeadm ones mount
+///   the `kube-proxy` ConfigMap (squat/kilo `manifests/kilo-kubeadm.yaml`);
+/// * the chart of another CNI (flannel, Calico's tigera-operator, Canal, Weave, Antrea,
+///   kube-router);
+/// * a DaemonSet in the tree that mounts the node's `/etc/cni/net.d` or the `kube-proxy`
+///   ConfigMap.
+pub fn cni_conflict(v: &Value) -> Option<String> {
+    const CNI_CHARTS: [&str; 6] = [
+        "flannel",
+        "tigera-operator",
+        "canal",
+        "weave-net",
+        "antrea",
+        "kube-router",
+    ];
+    let kind = v["kind"].as_str().unwrap_or_default();
+    if kind == "Application" {
+        let source = &v["spec"]["source"];
+        let repo = source["repoURL"].as_str().unwrap_or_default();
+        if repo
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .ends_with("squat/kilo")
+        {
+            let include = source["directory"]["include"].as_str().unwrap_or("*");
+            let names: Vec<&str> = include
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty() && !n.starts_with("crds"))
+                .collect();
+            let cni_mode: Vec<&&str> = names
+                .iter()
+                .filter(|n| !(n.starts_with("kilo-") && n.contains("-cilium")))
+                .collect();
+            if !cni_mode.is_empty() {
+                return Some(format!(
+                    "Kilo manifest(s) {} run Kilo as the CNI: their init container deletes /etc/cni/net.d/* (Cilium's configuration) and the kubeadm ones mount the kube-proxy ConfigMap, which does not exist with Cilium's kube-proxy replacement; use a Cilium variant (kilo-*-cilium.yaml) with a kubeconfig that works on Talos, or leave Kilo out",
+                    cni_mode
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if let Some(chart) = source["chart"].as_str()
+            && CNI_CHARTS.contains(&chart)
+        {
+            return Some(format!(
+                "chart {chart} installs another CNI; the cluster's CNI is Cilium (installed by cto in step 13)"
+            ));
+        }
+    }
+    if kind == "DaemonSet" {
+        let volumes = v["spec"]["template"]["spec"]["volumes"].as_array();
+        for vol in volumes.into_iter().flatten() {
+            let host = vol["hostPath"]["path"].as_str().unwrap_or_default();
+            if host.trim_end_matches('/') == "/etc/cni/net.d" {
+                return Some(
+                    "mounts the node's /etc/cni/net.d: it would rewrite Cilium's CNI configuration"
+                        .into(),
+                );
+            }
+            if vol["configMap"]["name"] == "kube-proxy" {
+                return Some("mounts the kube-proxy ConfigMap, which does not exist with Cilium's kube-proxy replacement".into());
+            }
+        }
+    }
+    None
 }
 
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -203,6 +341,19 @@ fn annotation_list(v: &Value, key: &str) -> Option<Vec<String>> {
     })
 }
 
+/// `IsGroupKindPermitted` of Argo CD v3.2 for a cluster-scoped kind: a non-empty
+/// `clusterResourceWhitelist` that lists it (`*` matches anything) and no blacklist entry.
+fn cluster_kind_permitted(spec: &Value, group: &str, kind: &str) -> bool {
+    let listed = |list: &Value| {
+        list.as_array().into_iter().flatten().any(|i| {
+            let k = i["kind"].as_str().unwrap_or_default();
+            let g = i["group"].as_str().unwrap_or_default();
+            (k == "*" || k == kind) && (g == "*" || g == group)
+        })
+    };
+    listed(&spec["clusterResourceWhitelist"]) && !listed(&spec["clusterResourceBlacklist"])
+}
+
 /// An exact chart version: digits and dots (an optional `v` first), an optional pre-release or
 /// build suffix; never a range or wildcard.
 fn is_exact_version(rev: &str) -> bool {
@@ -238,7 +389,40 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
             problems.push(p(format!("{path} is synced by more than one Application")));
             continue;
         }
-        let found = docs_in(docs, &path, recurse);
+        let mut found = docs_in(docs, &path, recurse);
+        // A Kustomize directory: its `resources` are what Argo CD renders.
+        let kustomized = found.iter().any(|d| d.value["kind"] == "Kustomization");
+        if kustomized {
+            let listed: BTreeSet<String> = found
+                .iter()
+                .filter(|d| d.value["kind"] == "Kustomization")
+                .flat_map(|d| d.value["resources"].as_array().cloned().unwrap_or_default())
+                .filter_map(|r| {
+                    r.as_str()
+                        .map(|r| format!("{path}/{}", r.trim_start_matches("./")))
+                })
+                .collect();
+            for d in &found {
+                if d.value["kind"] != "Kustomization" && !listed.contains(&d.file) {
+                    problems.push(p(format!(
+                        "{}: not listed in {path}/kustomization.yaml (Argo CD would not sync it)",
+                        d.file
+                    )));
+                }
+            }
+            for r in &listed {
+                if !found.iter().any(|d| &d.file == r) {
+                    problems.push(p(format!(
+                        "{path}/kustomization.yaml: resource {r} does not exist"
+                    )));
+                }
+            }
+            found.retain(|d| {
+                listed.contains(&d.file)
+                    && d.value["metadata"]["annotations"]["config.kubernetes.io/local-config"]
+                        != "true"
+            });
+        }
         if found.is_empty() {
             problems.push(p(format!(
                 "{path}: no manifests (an Application points at it)"
@@ -263,8 +447,14 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
             let mut mine = lineage.clone();
             mine.push((w, name.clone()));
             let source = &doc.value["spec"]["source"];
-            if let (Some(repo), Some(child)) = (source["repoURL"].as_str(), source["path"].as_str())
-                && is_this_repo(repo)
+            // In a Kustomize profile directory, an Application without a repoURL gets the
+            // tree's repository from the root Application (kustomization.yaml replacements).
+            let tree = match source["repoURL"].as_str() {
+                Some(repo) => is_this_repo(repo),
+                None => kustomized,
+            };
+            if let Some(child) = source["path"].as_str()
+                && tree
             {
                 let child = child.trim_matches('/').to_owned();
                 if !child.starts_with("gitops/") && child != "gitops" {
@@ -282,6 +472,7 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
                 file: doc.file.clone(),
                 value: doc.value.clone(),
                 lineage: mine,
+                tree,
             });
         }
     }
@@ -348,6 +539,17 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
         let project = v["spec"]["project"].as_str().unwrap_or_default();
         if project.is_empty() {
             problems.push(at("no spec.project"));
+        } else if project == BOOTSTRAP_PROJECT {
+            if !app.tree {
+                problems.push(at(&format!(
+                    "project {BOOTSTRAP_PROJECT} (the installer's) only syncs directories of this tree"
+                )));
+            }
+            if v["spec"]["destination"]["namespace"] != "argocd" {
+                problems.push(at(&format!(
+                    "project {BOOTSTRAP_PROJECT} only allows the destination namespace argocd"
+                )));
+            }
         } else if !projects.contains_key(project) {
             problems.push(at(&format!(
                 "project {project} is not defined in the profile"
@@ -362,7 +564,7 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
         }
         let repo = source["repoURL"].as_str().unwrap_or_default();
         let rev = source["targetRevision"].as_str().unwrap_or_default();
-        if repo.is_empty() {
+        if repo.is_empty() && !app.tree {
             problems.push(at("no source.repoURL"));
         }
         let entry = uses.entry(project.to_owned()).or_default();
@@ -379,7 +581,7 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
                 problems.push(at("chart values are not explicit (helm.valuesObject)"));
             }
         } else if source["path"].is_string() {
-            if !is_this_repo(repo) && is_floating_git_ref(rev) {
+            if !app.tree && is_floating_git_ref(rev) {
                 problems.push(at(&format!(
                     "targetRevision {rev:?} of {repo} is not pinned (use a tag or commit)"
                 )));
@@ -399,6 +601,17 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
             let creates = v["spec"]["syncPolicy"]["syncOptions"]
                 .as_array()
                 .is_some_and(|o| o.iter().any(|s| s == "CreateNamespace=true"));
+            if creates && !namespace_manifests.contains(ns) {
+                // gitops-engine adds a Namespace task that Argo CD checks against the project.
+                entry.kinds.insert("Namespace".to_owned());
+                if let Some(doc) = projects.get(project)
+                    && !cluster_kind_permitted(&doc.value["spec"], "", "Namespace")
+                {
+                    problems.push(at(&format!(
+                        "CreateNamespace=true, but AppProject {project} does not permit Namespace: Argo CD fails the sync with \"resource :Namespace is not permitted in project {project}\" (add {{group: '', kind: Namespace}} to its clusterResourceWhitelist)"
+                    )));
+                }
+            }
             if !creates && !namespace_manifests.contains(ns) && !INSTALLER_NAMESPACES.contains(&ns)
             {
                 problems.push(at(&format!(
@@ -409,26 +622,31 @@ fn check_profile(profile: &str, dir: &str, docs: &[Doc], problems: &mut Vec<Stri
         }
         match annotation_list(v, "cto.dev/cluster-kinds") {
             Some(kinds) => entry.kinds.extend(kinds),
-            None if !is_this_repo(repo) => problems.push(at(
+            None if !app.tree => problems.push(at(
                 "no cto.dev/cluster-kinds annotation (the cluster-scoped kinds it creates, Kind.group; empty if none)",
             )),
             None => {}
         }
     }
     // Plain manifests synced by Applications of this repository count for their project.
-    for app in apps.iter().filter(|a| {
-        is_this_repo(
-            a.value["spec"]["source"]["repoURL"]
-                .as_str()
-                .unwrap_or_default(),
-        )
-    }) {
+    for app in apps.iter().filter(|a| a.tree) {
         let Some(path) = app.value["spec"]["source"]["path"].as_str() else {
             continue;
         };
         let project = app.value["spec"]["project"].as_str().unwrap_or_default();
         for doc in docs_in(docs, path.trim_matches('/'), false) {
             let kind = doc.value["kind"].as_str().unwrap_or_default();
+            if project == BOOTSTRAP_PROJECT {
+                if !BOOTSTRAP_KINDS.contains(&kind) {
+                    problems.push(p(format!(
+                        "{}: {kind} {}: project {BOOTSTRAP_PROJECT} (of {}) only permits Applications and AppProjects",
+                        doc.file,
+                        doc.value["metadata"]["name"].as_str().unwrap_or_default(),
+                        app.name
+                    )));
+                }
+                continue;
+            }
             if let Some((_, group)) = CLUSTER_SCOPED.iter().find(|(k, _)| *k == kind) {
                 let full = if group.is_empty() {
                     kind.to_owned()
@@ -642,8 +860,8 @@ mod tests {
         let t = copy_tree();
         edit(
             t.path(),
-            "platform/networking-extras/kilo.yaml",
-            "targetRevision: 0.6.0",
+            "platform/networking-extras/gateway-api-crds.yaml",
+            "targetRevision: v1.4.0",
             "targetRevision: HEAD",
         );
         assert!(problems(t.path()).contains("is not pinned"));
@@ -732,6 +950,73 @@ mod tests {
             "cto.dev/cluster-kinds: APIService.apiregistration.k8s.io,",
         );
         assert!(problems(t.path()).contains("does not allow the cluster-scoped kinds APIService"));
+    }
+
+    #[test]
+    fn create_namespace_needs_namespace_in_the_project() {
+        let t = copy_tree();
+        edit(
+            t.path(),
+            "apps/standard/project.yaml",
+            "  - group: ''\n    kind: Namespace\n",
+            "",
+        );
+        let p = problems(t.path());
+        assert!(
+            p.contains("profile standard: gitops/platform/core/cert-manager.yaml: Application cert-manager: CreateNamespace=true, but AppProject platform does not permit Namespace: Argo CD fails the sync with \"resource :Namespace is not permitted in project platform\""),
+            "{p}"
+        );
+        assert!(!p.contains("profile minimal"), "{p}");
+    }
+
+    #[test]
+    fn a_hard_coded_repository_url_fails() {
+        let t = copy_tree();
+        edit(
+            t.path(),
+            "apps/full/core.yaml",
+            "    path: gitops/platform/core\n",
+            "    repoURL: https://github.com/5dlabs/cto\n    targetRevision: main\n    path: gitops/platform/core\n",
+        );
+        let p = problems(t.path());
+        assert!(
+            p.contains("gitops/apps/full/core.yaml: Application platform-core: hard-codes the tree's own repository https://github.com/5dlabs/cto"),
+            "{p}"
+        );
+        // A file Kustomize does not list is not synced: flagged too.
+        let t = copy_tree();
+        edit(
+            t.path(),
+            "apps/full/kustomization.yaml",
+            "- misc.yaml\n",
+            "",
+        );
+        assert!(problems(t.path()).contains("apps/full/misc.yaml: not listed in"));
+    }
+
+    #[test]
+    fn kilo_in_cni_mode_and_other_cnis_fail() {
+        let t = copy_tree();
+        std::fs::write(
+            t.path().join("gitops/platform/networking-extras/kilo.yaml"),
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: kilo\n  namespace: argocd\n  annotations:\n    cto.dev/cluster-kinds: ''\nspec:\n  project: platform\n  source:\n    repoURL: https://github.com/squat/kilo\n    targetRevision: 0.6.0\n    path: manifests\n    directory:\n      include: '{crds.yaml,kilo-kubeadm.yaml}'\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: kube-system\n",
+        )
+        .unwrap();
+        let p = problems(t.path());
+        assert!(
+            p.contains("kilo.yaml: Application kilo: Kilo manifest(s) kilo-kubeadm.yaml run Kilo as the CNI"),
+            "{p}"
+        );
+        let cilium = serde_json::json!({"kind": "Application", "spec": {"source": {
+            "repoURL": "https://github.com/squat/kilo", "path": "manifests",
+            "directory": {"include": "{crds.yaml,kilo-kubeadm-cilium.yaml}"}}}});
+        assert_eq!(cni_conflict(&cilium), None);
+        let flannel = serde_json::json!({"kind": "Application", "spec": {"source": {
+            "repoURL": "https://flannel-io.github.io/flannel/", "chart": "flannel"}}});
+        assert!(cni_conflict(&flannel).unwrap().contains("another CNI"));
+        let ds = serde_json::json!({"kind": "DaemonSet", "spec": {"template": {"spec": {
+            "volumes": [{"name": "cni", "hostPath": {"path": "/etc/cni/net.d"}}]}}}});
+        assert!(cni_conflict(&ds).unwrap().contains("/etc/cni/net.d"));
     }
 
     #[test]

@@ -76,11 +76,13 @@ fn ensure_tool(name: &str, probe: &[&str], package: &str) -> bool {
     false
 }
 
-/// Tools the test suite drives: the real kubectl against the lab's Kubernetes API, and openssl
-/// to cross-check generated keys and certificates.
+/// Tools the test suite drives: the real kubectl against the lab's Kubernetes API, openssl
+/// to cross-check generated keys and certificates, and git (its `git http-backend` serves the
+/// GitOps repositories of the preflight tests; Debian's `git` package ships it).
 fn ensure_test_tools() -> bool {
     ensure_tool("kubectl", &["version", "--client"], "kubernetes-client")
         && ensure_tool("openssl", &["version"], "openssl")
+        && ensure_tool("git", &["version"], "git")
 }
 
 fn ci() -> bool {

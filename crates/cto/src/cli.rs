@@ -124,8 +124,9 @@ pub struct InstallArgs {
     /// Image Factory base URL [default: https://factory.talos.dev].
     #[arg(long)]
     pub image_factory_url: Option<String>,
-    /// GitOps repository the root Argo CD Application syncs (https:// or ssh://)
-    /// [default: https://github.com/5dlabs/cto].
+    /// GitOps repository the root Argo CD Application syncs (https:// or ssh://; plain http://
+    /// only to a loopback address), holding this release's gitops/ tree; checked in step 1
+    /// before anything is ordered. Required, except against a lab (which serves the tree).
     #[arg(long)]
     pub gitops_repo: Option<String>,
     /// Branch, tag or commit of the GitOps repository [default: main].

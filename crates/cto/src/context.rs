@@ -18,8 +18,18 @@ pub const API_KEY_ENV: &str = "LATITUDE_API_KEY";
 /// The key the in-process lab accepts.
 const LAB_API_KEY: &str = "lab";
 
-/// `$XDG_STATE_HOME/cto/<cluster>`, falling back to `~/.local/state/cto/<cluster>`.
+/// Checks `--cluster-name` the same way in every command (a DNS label:
+/// [`installer::spec::validate_cluster_name`]), before it names a directory or a server: a name
+/// such as `../../x` is a usage error (exit 2), never a path.
+pub fn check_cluster_name(cluster: &str) -> Result<(), Failure> {
+    installer::spec::validate_cluster_name(cluster)
+        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))
+}
+
+/// `$XDG_STATE_HOME/cto/<cluster>`, falling back to `~/.local/state/cto/<cluster>`. The name is
+/// checked first ([`check_cluster_name`]).
 pub fn default_state_dir(cluster: &str) -> Result<PathBuf, Failure> {
+    check_cluster_name(cluster)?;
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
@@ -35,8 +45,12 @@ pub fn default_state_dir(cluster: &str) -> Result<PathBuf, Failure> {
     Ok(base.join("cto").join(cluster))
 }
 
-/// The state directory from `--state-dir` or the cluster name.
+/// The state directory from `--state-dir` or the cluster name. A cluster name, when given, is
+/// checked even beside `--state-dir` ([`check_cluster_name`]).
 pub fn state_dir(explicit: Option<&Path>, cluster: Option<&str>) -> Result<PathBuf, Failure> {
+    if let Some(cluster) = cluster {
+        check_cluster_name(cluster)?;
+    }
     match (explicit, cluster) {
         (Some(dir), _) => Ok(dir.to_owned()),
         (None, Some(cluster)) => default_state_dir(cluster),
@@ -121,8 +135,11 @@ fn build(
     time_scale: f64,
 ) -> Result<LatitudeProvider, Failure> {
     let config = ClientConfig::new(api_url, key, project).scaled(time_scale);
-    let client = LatitudeClient::new(config)
-        .map_err(|e| Failure::new(exit::USAGE, format!("cannot use API URL {api_url}: {e}")))?;
+    let client = LatitudeClient::new(config).map_err(|e| {
+        // The client's own message already shows the URL without userinfo.
+        let shown = metal::urls::redact_userinfo(api_url);
+        Failure::new(exit::USAGE, format!("cannot use API URL {shown}: {e}"))
+    })?;
     Ok(LatitudeProvider::new(client))
 }
 
@@ -178,7 +195,7 @@ fn parse_time_scale(raw: &str) -> Result<f64, Failure> {
 /// is refused (exit 2) unless the API URL is loopback; else the in-process lab's own
 /// `time_scale` with `--lab`; else 1 (real time).
 pub fn time_scale(args: &ProviderArgs) -> Result<f64, Failure> {
-    let url = api_url(args);
+    let url = metal::urls::redact_userinfo(&api_url(args));
     match time_scale_env()? {
         Some(f) if args.lab || metal::latitude::is_loopback_url(&url) => Ok(f),
         Some(f) => Err(Failure::new(
@@ -234,8 +251,8 @@ const BASELINE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Applies `CTO_BASELINE` (when set and not blank) to `t`, which must already be scaled to the world's time
 /// (`t.time_scale`): `sequential` sets `sequential` and a fixed poll of 5 s × that scale. Only
-/// against a loopback API URL (the lab: `--lab` or a `LATITUDE_API_URL` on 127.0.0.0/8, ::1 or
-/// localhost); elsewhere, or with any other value, a usage error (exit 2).
+/// against a loopback API URL (the lab: `--lab` or a `LATITUDE_API_URL` on 127.0.0.0/8 or ::1,
+/// literally); elsewhere, or with any other value, a usage error (exit 2).
 pub fn apply_baseline(t: &mut installer::Timings, api_url: &str) -> Result<(), Failure> {
     let Some(raw) = std::env::var_os(BASELINE_ENV) else {
         return Ok(());
@@ -254,7 +271,8 @@ pub fn apply_baseline(t: &mut installer::Timings, api_url: &str) -> Result<(), F
         return Err(Failure::new(
             exit::USAGE,
             format!(
-                "{BASELINE_ENV} is for benchmarks against the lab only, and the API URL {api_url} is not a loopback address; unset it"
+                "{BASELINE_ENV} is for benchmarks against the lab only, and the API URL {} is not a loopback address; unset it",
+                metal::urls::redact_userinfo(api_url)
             ),
         ));
     }

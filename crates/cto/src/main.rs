@@ -8,6 +8,7 @@ mod context;
 mod exit;
 mod logging;
 mod output;
+mod paths;
 
 use std::process::ExitCode;
 

@@ -208,6 +208,20 @@ pub enum StepError {
         /// What is missing and how to give it.
         message: String,
     },
+    /// Reading or writing a file failed: one cto writes for the user (the kubeconfig, the
+    /// talosconfig, their backups) or one in the state directory. Nothing about the cluster or
+    /// the checkpoint is wrong, so the advice is to fix the path and resume — never to destroy.
+    #[error("{action} {path} failed: {message}. {advice}")]
+    Io {
+        /// What was being done (`writing`, `creating the directory`, `backing up`).
+        action: String,
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        message: String,
+        /// What to do, ending with resuming the install.
+        advice: String,
+    },
     /// Something the step needs is missing from the checkpoint (a damaged or edited file).
     #[error(
         "the checkpoint lacks {what}; it may have been edited. Re-run the install with a new --state-dir after `cto destroy`"
@@ -227,9 +241,47 @@ impl StepError {
         }
     }
 
+    /// An I/O error on `path` while `action`, with the usual advice: fix the path or its
+    /// permissions (free some space), then resume.
+    pub fn io(action: &str, path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        StepError::Io {
+            action: action.to_owned(),
+            path: path.display().to_string(),
+            message: error.to_string(),
+            advice: "Fix the path or its permissions (or free some space), then resume with `cto install --resume`; the cluster itself is unaffected".to_owned(),
+        }
+    }
+
     /// True when the error is a provider answer about the user's setup (key, project, plan)
     /// rather than a transient failure.
     pub fn is_provider_kind(&self, kind: ProviderErrorKind) -> bool {
         matches!(self, StepError::Provider { source, .. } if source.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_error_names_the_path_and_says_to_resume_never_to_destroy() {
+        let e = StepError::io(
+            "writing",
+            std::path::Path::new("/home/me/kc"),
+            "Permission denied (os error 13)",
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("writing /home/me/kc failed: Permission denied"),
+            "{text}"
+        );
+        assert!(text.contains("cto install --resume"), "{text}");
+        assert!(!text.contains("destroy"), "{text}");
+        let step = InstallError::Step {
+            step: Step::ConfiguringKubeconfig,
+            number: Step::ConfiguringKubeconfig.number(),
+            source: e,
+        };
+        assert_eq!(step.class(), ErrorClass::StepFailed);
     }
 }

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod cluster_api;
 pub mod error;
 pub mod events;
+pub mod gitops_source;
 pub mod health;
 pub mod kubeconfig_merge;
 pub mod orchestrator;

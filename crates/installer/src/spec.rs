@@ -306,13 +306,38 @@ impl fmt::Display for GitopsToken {
 }
 
 /// Checks a GitOps repository URL: `https://host/…`, `ssh://…` or scp-like `git@host:path`.
+/// A token or password inside the URL is refused (it would be stored in the checkpoint and the
+/// root Application, and logged): `https://` URLs carry no userinfo at all, `ssh://` URLs at
+/// most a user name (`ssh://git@host/…`). The token goes in `--gitops-token` /
+/// `CTO_GITOPS_TOKEN`.
 fn validate_repo_url(value: &str) -> Result<String, SpecError> {
     let v = value.trim();
+    if let Some(rest) = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .or_else(|| v.strip_prefix("ssh://"))
+    {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && (userinfo.contains(':') || !v.starts_with("ssh://"))
+        {
+            return Err(refuse(
+                "--gitops-repo",
+                metal::urls::redact_userinfo(v),
+                "a repository URL must not carry a token or password (user:token@host): give \
+                 the URL without it and the token in CTO_GITOPS_TOKEN (or --gitops-token)",
+            ));
+        }
+    }
     let ok = if let Some(rest) = v
         .strip_prefix("https://")
         .or_else(|| v.strip_prefix("ssh://"))
     {
         rest.split('/').next().is_some_and(|h| !h.is_empty()) && rest.contains('/')
+    } else if let Some(rest) = v.strip_prefix("http://") {
+        // Plain HTTP only to a literal loopback address: a repository served on this machine
+        // (the lab's, or `git http-backend` in tests), never one reached over a network.
+        metal::latitude::client::is_loopback_url(v) && rest.contains('/')
     } else if let Some((user_host, path)) = v.split_once(':') {
         user_host.contains('@') && !user_host.contains('/') && !path.is_empty()
     } else {
@@ -447,15 +472,79 @@ fn validate_site(flag: &'static str, value: &str) -> Result<String, SpecError> {
     }
 }
 
+/// Checks the URL of a service cto talks to (`--api-url`, `--image-factory-url`) with
+/// [`metal::urls::check_service_url`]: no userinfo, `https://` or plain `http://` to a literal
+/// loopback address only. The value in the message has any userinfo replaced by `***`.
 fn validate_url(flag: &'static str, value: &str) -> Result<String, SpecError> {
     let v = value.trim().trim_end_matches('/');
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(v.to_owned()),
-        _ => Err(refuse(flag, value, "expected an http:// or https:// URL")),
+    match metal::urls::check_service_url(v) {
+        Ok(_) => Ok(v.to_owned()),
+        Err(reason) => Err(refuse(flag, metal::urls::redact_userinfo(value), reason)),
     }
+}
+
+/// Renders the control-plane and the worker configuration with the user's patches, as step 6
+/// (GeneratingConfigs) will, but with placeholder secrets and addresses, so that a patch that
+/// breaks either configuration (a `cluster.ca` override that hands workers the Kubernetes CA
+/// key, an etcd section for every machine, `persist: false`, …) is a usage error before
+/// anything is ordered rather than a failure at step 6 on billed servers. Both roles are
+/// rendered whatever the node count, like step 6. Addresses come from TEST-NET-1 (RFC 5737).
+fn check_rendering(
+    cluster_name: &str,
+    talos_version: &str,
+    schedulable: bool,
+    patches: &[PatchSource],
+) -> Result<(), SpecError> {
+    use metal::talos::config::{BootstrapConfig, ConfigPatch, MachineType, PatchTarget};
+    let placeholder_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    let version = metal::talos::parse_talos_version(talos_version)
+        .map_err(|e| refuse("--talos-version", talos_version, e.to_string()))?;
+    let mut builder = BootstrapConfig::new(cluster_name, placeholder_ip)
+        .with_talos_version(&version)
+        .with_mayastor_ready()
+        .with_cert_sans(vec![placeholder_ip.to_string()])
+        .with_allow_scheduling_on_control_planes(schedulable);
+    for scope in [
+        PatchScope::All,
+        PatchScope::ControlPlane,
+        PatchScope::Worker,
+    ] {
+        let parsed = patches
+            .iter()
+            .filter(|p| p.scope == scope)
+            .map(|p| {
+                ConfigPatch::parse(&p.source, &p.content)
+                    .map_err(|e| refuse(p.scope.flag(), &p.source, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = match scope {
+            PatchScope::All => PatchTarget::All,
+            PatchScope::ControlPlane => PatchTarget::ControlPlane,
+            PatchScope::Worker => PatchTarget::Worker,
+        };
+        builder = builder.with_patches(target, parsed);
+    }
+    let secrets = metal::talos::secrets::SecretsBundle::placeholder();
+    for role in [MachineType::ControlPlane, MachineType::Worker] {
+        builder.render(&secrets, role).map_err(|e| {
+            // Name the flag of the patch the error is about, when it names one.
+            let patch = match &e {
+                metal::talos::TalosError::InvalidConfigPatch { origin, .. } => {
+                    patches.iter().find(|p| p.source == *origin)
+                }
+                _ => None,
+            };
+            match patch {
+                Some(p) => refuse(p.scope.flag(), &p.source, e.to_string()),
+                None => refuse(
+                    "--config-patch",
+                    "(all patches)",
+                    format!("the {role} configuration with these patches is invalid: {e}"),
+                ),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 impl InstallRequest {
@@ -687,6 +776,15 @@ impl InstallRequest {
                     .check_role(*role)
                     .map_err(|e| refuse(patch.scope.flag(), &patch.source, e.to_string()))?;
             }
+        }
+
+        if !self.config_patches.is_empty() {
+            check_rendering(
+                &self.cluster_name,
+                &talos_version,
+                workers == 0,
+                &self.config_patches,
+            )?;
         }
 
         let gitops_repo =
@@ -1147,6 +1245,48 @@ mod tests {
     }
 
     #[test]
+    fn patches_that_break_a_rendered_configuration_are_refused_in_validation() {
+        let patch = |scope, content: &str| PatchSource {
+            scope,
+            source: "inline".into(),
+            content: content.into(),
+        };
+        // A cluster.ca override for every machine hands workers the Kubernetes CA key.
+        let ca = "cluster:\n  ca:\n    crt: Y3J0\n    key: a2V5\n";
+        let err = InstallRequest {
+            config_patches: vec![patch(PatchScope::All, ca)],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.flag, "--config-patch", "{err}");
+        assert!(err.to_string().contains("cluster.ca"), "{err}");
+        // Even a single-node install renders both roles, as step 6 does.
+        let err = InstallRequest {
+            nodes: 1,
+            config_patches: vec![patch(PatchScope::All, "cluster:\n  etcd:\n    image: x\n")],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
+        // The same override for control planes only is theirs to make.
+        InstallRequest {
+            config_patches: vec![patch(PatchScope::ControlPlane, ca)],
+            ..request()
+        }
+        .validate()
+        .unwrap();
+        let err = InstallRequest {
+            config_patches: vec![patch(PatchScope::Worker, "persist: false\n")],
+            ..request()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.flag, "--config-patch-worker", "{err}");
+    }
+
+    #[test]
     fn single_control_plane_without_workers_is_schedulable() {
         let spec = InstallRequest {
             nodes: 1,
@@ -1241,6 +1381,8 @@ mod gitops_tests {
             "https://github.com/me/platform",
             "ssh://git@github.com/me/platform.git",
             "git@github.com:me/platform.git",
+            // A repository served on this machine.
+            "http://127.0.0.1:8418/platform.git",
         ] {
             let spec = InstallRequest {
                 gitops_repo: Some(ok.into()),
@@ -1252,7 +1394,13 @@ mod gitops_tests {
             assert_eq!(spec.gitops.repo, ok);
             assert_eq!(spec.gitops.path, "deploy/gitops");
         }
-        for bad in ["http://github.com/x/y", "github.com/x/y", "https://", ""] {
+        for bad in [
+            "http://github.com/x/y",
+            "http://localhost:8418/x.git",
+            "github.com/x/y",
+            "https://",
+            "",
+        ] {
             let err = InstallRequest {
                 gitops_repo: Some(bad.into()),
                 ..request()
@@ -1261,6 +1409,80 @@ mod gitops_tests {
             .unwrap_err();
             assert_eq!(err.flag, "--gitops-repo");
         }
+    }
+
+    #[test]
+    fn credentials_inside_urls_are_refused_without_being_repeated() {
+        for (req, flag) in [
+            (
+                InstallRequest {
+                    gitops_repo: Some("https://me:ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    gitops_repo: Some("https://ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    gitops_repo: Some("ssh://git:ghp_tok3n@github.com/me/platform".into()),
+                    ..request()
+                },
+                "--gitops-repo",
+            ),
+            (
+                InstallRequest {
+                    api_url: "https://user:ghp_tok3n@api.latitude.sh".into(),
+                    ..request()
+                },
+                "--api-url",
+            ),
+            (
+                InstallRequest {
+                    image_factory_url: Some("https://ghp_tok3n@factory.example.net".into()),
+                    ..request()
+                },
+                "--image-factory-url",
+            ),
+        ] {
+            let err = req.validate().expect_err(flag);
+            assert_eq!(err.flag, flag, "{err}");
+            assert!(!err.to_string().contains("ghp_tok3n"), "{err}");
+            assert!(err.to_string().contains("***@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_literal_loopback_addresses() {
+        for (flag, url) in [
+            ("--api-url", "http://evil.localhost:8080"),
+            ("--api-url", "http://localhost:8080"),
+            ("--api-url", "http://api.example.com"),
+            ("--image-factory-url", "http://example.com"),
+            ("--image-factory-url", "http://10.0.0.5"),
+        ] {
+            let mut req = request();
+            if flag == "--api-url" {
+                req.api_url = url.into();
+            } else {
+                req.image_factory_url = Some(url.into());
+            }
+            let err = req.validate().expect_err(url);
+            assert_eq!(err.flag, flag, "{err}");
+        }
+        let spec = InstallRequest {
+            api_url: "http://127.0.0.1:8080".into(),
+            image_factory_url: Some("http://[::1]:9000/".into()),
+            ..request()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(spec.image_factory_url.as_deref(), Some("http://[::1]:9000"));
     }
 
     #[test]

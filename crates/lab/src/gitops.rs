@@ -31,29 +31,41 @@ pub(crate) fn application_source(app: &Value) -> Value {
         .unwrap_or_default()
 }
 
-/// What a directory Application's `source` deploys from `repo`: the revision of its files and
-/// their objects (`directory.recurse` honoured). Kustomize directories are refused, since the
-/// lab does not render them.
-pub(crate) fn directory(repo: &Repo, source: &Value) -> Result<(String, Vec<Value>), String> {
+/// What a directory Application's `source` deploys from `repo`: the revision of its files, their
+/// objects (`directory.recurse` honoured) and the source type Argo CD reports. A directory
+/// holding a `kustomization.yaml` is rendered with Kustomize ([`crate::kustomize`], with the
+/// source's `kustomize.patches`), as Argo CD's repo server detects it.
+pub(crate) fn directory(
+    repo: &Repo,
+    source: &Value,
+) -> Result<(String, Vec<Value>, &'static str), String> {
     let path = source
         .pointer("/path")
         .and_then(Value::as_str)
         .unwrap_or("");
     let recurse = source.pointer("/directory/recurse") == Some(&Value::Bool(true));
     let files = manifests(repo, path, recurse)?;
-    if files
-        .iter()
-        .any(|(f, _)| f.ends_with("kustomization.yaml") || f.ends_with("kustomization.yml"))
-    {
-        return Err(format!(
-            "{path}: the lab does not render Kustomize directories"
-        ));
+    let dir = clean(path);
+    let kustomization = files.iter().find(|(f, _)| {
+        in_dir(f, &dir, false)
+            && (f.ends_with("/kustomization.yaml") || f.ends_with("/kustomization.yml"))
+    });
+    if let Some((file, text)) = kustomization {
+        let k: Value =
+            serde_saphyr::from_str(text).map_err(|e| format!("failed to unmarshal {file}: {e}"))?;
+        let patches: Vec<Value> = source
+            .pointer("/kustomize/patches")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let objects = crate::kustomize::render(&dir, &files, &k, &patches)?;
+        return Ok((revision(&files), objects, "Kustomize"));
     }
     let mut objects = Vec::new();
     for (file, text) in &files {
         objects.extend(parse(file, text)?);
     }
-    Ok((revision(&files), objects))
+    Ok((revision(&files), objects, "Directory"))
 }
 
 /// The URL of this repository.

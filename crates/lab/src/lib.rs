@@ -33,6 +33,7 @@ mod ipxe;
 /// The Kubernetes API server a Talos control plane runs (`<ip>:6443`), public so that
 /// integration tests can start one on its own: [`kube::start`], [`kube::admin_kubeconfig`].
 pub mod kube;
+mod kustomize;
 mod lifecycle;
 mod observe;
 mod ratelimit;

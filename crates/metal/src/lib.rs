@@ -8,6 +8,8 @@
 //! * [`talos`] — the Talos side of a machine: Image Factory schematics and iPXE URLs, and the
 //!   maintenance-mode probe on port 50000.
 //! * [`secret`] — the redacting wrapper that holds the API key.
+//! * [`urls`] — the rules for URLs the user gives (no userinfo; plain HTTP only to a literal
+//!   loopback address).
 //!
 //! `metal` never knows about install steps or checkpoints.
 
@@ -16,3 +18,4 @@ pub mod latitude;
 pub mod provider;
 pub mod secret;
 pub mod talos;
+pub mod urls;

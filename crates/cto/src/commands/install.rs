@@ -36,12 +36,9 @@ fn read_patches(args: &InstallArgs) -> Result<Vec<PatchSource>, Failure> {
         for value in values {
             let (source, content) = match value.strip_prefix('@') {
                 Some(path) => {
-                    let content = std::fs::read_to_string(path).map_err(|e| {
-                        usage(format!(
-                            "invalid {} '{value}': cannot read {path}: {e}",
-                            scope.flag()
-                        ))
-                    })?;
+                    // A regular file of at most 1 MiB; `@/dev/zero` is refused without reading.
+                    let content = metal::talos::config::read_patch_file(Path::new(path))
+                        .map_err(|e| usage(format!("invalid {} '{value}': {e}", scope.flag())))?;
                     (path.to_owned(), content)
                 }
                 None => ("inline".to_owned(), value.clone()),
@@ -135,6 +132,21 @@ fn overlay(base: &mut InstallRequest, args: &InstallArgs, patches: Vec<PatchSour
     if args.init_vault {
         base.init_vault = true;
     }
+}
+
+/// A real install needs `--gitops-repo`: no public repository is known to hold this release's
+/// tree (the project's own repository keeps another tree under `infra/gitops/`), and step 1
+/// would stop on the default anyway. An install against a lab (`--lab`, or a loopback API URL)
+/// keeps the default, which the lab's Argo CD serves from the tree compiled into it.
+fn require_gitops_repo(args: &InstallArgs, spec: &ClusterSpec) -> Result<(), Failure> {
+    let lab = spec.lab || metal::latitude::client::is_loopback_url(&spec.api_url);
+    if args.gitops_repo.is_some() || lab {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "--gitops-repo is required: no public repository is known to hold this release's gitops/ tree ({} has no gitops/ directory). Put this release's gitops/ into a repository of yours (a fork or a copy) and pass --gitops-repo <url> (with --gitops-revision/--gitops-path where it differs); `cto install --dry-run --gitops-repo <url>` checks it before anything is ordered",
+        installer::spec::DEFAULT_GITOPS_REPO
+    )))
 }
 
 /// `--gitops-token` / `CTO_GITOPS_TOKEN`, when given and not blank.
@@ -246,6 +258,50 @@ fn parse_stop_after(args: &InstallArgs) -> Result<Option<Step>, Failure> {
         .transpose()
 }
 
+/// The paths the install writes for the user, checked before anything is created or ordered
+/// (a usage error, exit 2): `--kubeconfig-out` writable and outside the state directory.
+fn check_paths(args: &InstallArgs, state_dir: &Path) -> Result<(), Failure> {
+    let home = home_dir();
+    match &args.kubeconfig_out {
+        Some(out) => crate::paths::check_kubeconfig_out(out, state_dir)?,
+        None => {
+            let env = kubeconfig_env();
+            if env.is_some() || home.is_some() {
+                let path = installer::kubeconfig_merge::default_kubeconfig_path(
+                    env.as_deref(),
+                    home.as_deref().unwrap_or(Path::new("")),
+                );
+                crate::paths::check_merge_target(
+                    "the kubeconfig (step 21 merges it into $KUBECONFIG's first path or ~/.kube/config)",
+                    &path,
+                    "fix it, or pass --kubeconfig-out PATH to write the kubeconfig elsewhere",
+                )?;
+            }
+        }
+    }
+    if let Some(home) = &home {
+        crate::paths::check_merge_target(
+            "the talosconfig (step 21 merges it into ~/.talos/config)",
+            &home.join(".talos").join("config"),
+            "fix it (or set HOME to a writable directory)",
+        )?;
+    }
+    Ok(())
+}
+
+/// The user's home directory: `HOME`, or `USERPROFILE` on Windows.
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
+        .map(PathBuf::from)
+}
+
+/// `KUBECONFIG`, when set and not empty.
+fn kubeconfig_env() -> Option<String> {
+    std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty())
+}
+
 /// Runs `cto install`.
 pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     let stop_after = parse_stop_after(&args)?;
@@ -262,6 +318,7 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
                 ));
             }
         };
+        check_paths(&args, &dir)?;
         let store = CheckpointStore::resume(&dir)
             .map_err(|e| install_failure(InstallError::from(e), &dir))?;
         resumed_spec(&args, &store.checkpoint().spec)?;
@@ -270,10 +327,12 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
     } else {
         let spec = fresh_spec(&args)?;
         let timings = run_timings(&provider_args(&args, &spec))?;
+        require_gitops_repo(&args, &spec)?;
         let dir: PathBuf = match &args.state_dir {
             Some(d) => d.clone(),
             None => context::default_state_dir(&spec.cluster_name)?,
         };
+        check_paths(&args, &dir)?;
         if args.dry_run {
             return dry_run(&args, &spec, &dir).await;
         }
@@ -325,11 +384,8 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             stop_after,
             timings,
             gitops_token: gitops_token(&args),
-            home: std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
-                .map(PathBuf::from),
-            kubeconfig_env: std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()),
+            home: home_dir(),
+            kubeconfig_env: kubeconfig_env(),
             kubeconfig_out: args.kubeconfig_out.clone(),
             install_lens: args.install_lens,
         },
@@ -447,6 +503,8 @@ async fn dry_run(args: &InstallArgs, spec: &ClusterSpec, state_dir: &Path) -> Re
         RunOptions {
             stop_after: Some(Step::ValidatingPrerequisites),
             timings: Default::default(),
+            // The GitOps preflight of step 1 reads the repository with the token.
+            gitops_token: gitops_token(args),
             ..Default::default()
         },
     );

@@ -25,6 +25,10 @@ struct Case {
     setup: Setup,
 }
 
+/// A "billion laughs" config patch: 365 bytes, nine levels of nine aliases, 9^9 scalars once
+/// expanded. It must be refused while parsing, with bounded memory.
+const ALIAS_BOMB: &str = "machine:\n  nodeLabels:\n    a: &a [l,l,l,l,l,l,l,l,l]\n    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n    h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n    i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+
 /// The defaults of the fields most cases leave alone.
 const BASE: Case = Case {
     name: "",
@@ -428,6 +432,76 @@ const CASES: &[Case] = &[
         mentions: &["--config-patch-control-plane", "machine.type"],
         ..BASE
     },
+    Case {
+        name: "YAML alias bomb in a patch",
+        args: &["--config-patch", ALIAS_BOMB],
+        mentions: &["--config-patch", "aliases expand beyond"],
+        ..BASE
+    },
+    Case {
+        name: "patch file that is a device",
+        args: &["--config-patch", "@/dev/zero"],
+        mentions: &["--config-patch", "/dev/zero", "not a regular file"],
+        ..BASE
+    },
+    Case {
+        name: "patch file that is a directory",
+        args: &["--config-patch", "@/"],
+        mentions: &["--config-patch", "not a regular file"],
+        ..BASE
+    },
+    Case {
+        name: "cluster.ca override for every machine breaks the worker config",
+        args: &[
+            "--config-patch",
+            "cluster:\n  ca:\n    crt: Y3J0\n    key: a2V5\n",
+        ],
+        mentions: &["--config-patch", "cluster.ca", "worker"],
+        ..BASE
+    },
+    // --- URLs ---
+    Case {
+        name: "image factory over plain HTTP to a remote host",
+        args: &["--image-factory-url", "http://example.com"],
+        mentions: &["--image-factory-url", "http://example.com", "https://"],
+        ..BASE
+    },
+    Case {
+        name: "API URL on a name under .localhost",
+        args: &["--api-url", "http://evil.localhost:9"],
+        mentions: &["--api-url", "evil.localhost", "127.0.0.1"],
+        ..BASE
+    },
+    Case {
+        name: "API URL with userinfo",
+        args: &["--api-url", "https://me:tok-91c2@api.latitude.sh"],
+        mentions: &["--api-url", "***@api.latitude.sh", "user name or password"],
+        ..BASE
+    },
+    Case {
+        name: "GitOps repository URL with a token inside",
+        args: &[
+            "--gitops-repo",
+            "https://me:tok-91c2@github.com/me/platform",
+        ],
+        mentions: &["--gitops-repo", "***@github.com", "CTO_GITOPS_TOKEN"],
+        ..BASE
+    },
+    Case {
+        name: "image factory URL with userinfo",
+        args: &[
+            "--image-factory-url",
+            "https://tok-91c2@factory.example.net",
+        ],
+        mentions: &["--image-factory-url", "***@factory.example.net"],
+        ..BASE
+    },
+    Case {
+        name: "cluster name that is a path",
+        args: &["--cluster-name", "../../x"],
+        mentions: &["--cluster-name", "../../x"],
+        ..BASE
+    },
     // --- the world refuses (exit 3) ---
     Case {
         name: "unknown worker plan",
@@ -627,6 +701,13 @@ fn bad_input_gets_a_one_line_reason_the_right_exit_code_and_orders_nothing() {
             case.name,
             describe(&out)
         );
+        // A credential given inside a URL is never repeated.
+        assert!(
+            !describe(&out).contains("tok-91c2"),
+            "{}: {}",
+            case.name,
+            describe(&out)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
         if case.code == 0 {
@@ -812,4 +893,354 @@ fn a_time_scale_off_loopback_is_a_usage_error_before_anything_is_written() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CTO_TIME_SCALE"));
     assert!(!state.join("checkpoint.json").exists());
+}
+
+/// Runs `cto args…` under a 1 GiB address-space limit (`ulimit -v`), so that a run whose memory
+/// grows with its input (an alias bomb expanded, `/dev/zero` read to the end) aborts instead of
+/// exiting 2; and waits at most a minute, so that a run that never returns fails the test
+/// rather than hanging it (a hang guard, not a timing assertion).
+fn run_bounded(user: &User, lab: &LabProcess, args: &[&str]) -> std::process::Output {
+    let cmd = user.cto(Some(lab));
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+        .arg(crate::harness::cto_bin())
+        .args(args)
+        .env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = sh.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cto {args:?} did not return");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_alias_bomb_file_and_dev_zero_exit_2_with_bounded_memory() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    let bomb = user.home.path().join("bomb.yaml");
+    std::fs::write(&bomb, ALIAS_BOMB).unwrap();
+    let big = user.home.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        format!(
+            "machine:\n  nodeLabels:\n    x: \"{}\"\n",
+            "a".repeat(2 << 20)
+        ),
+    )
+    .unwrap();
+    for (patch, says) in [
+        (format!("@{}", bomb.display()), "aliases expand beyond"),
+        ("@/dev/zero".to_owned(), "not a regular file"),
+        (format!("@{}", big.display()), "1 MiB"),
+    ] {
+        let state = user.state_dir("bomb");
+        let out = run_bounded(
+            &user,
+            &lab,
+            &[
+                "install",
+                "--cluster-name",
+                "bomb",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--yes",
+                "--config-patch",
+                &patch,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{patch}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{patch}: {stderr}");
+        assert!(!state.exists(), "{patch}: the state directory was created");
+    }
+    // The limit leaves room for a real install's validation: a small patch still passes it.
+    let ok = user.home.path().join("ok.yaml");
+    std::fs::write(
+        &ok,
+        "machine:\n  nodeLabels:\n    tier: &t gold\n    copy: *t\n",
+    )
+    .unwrap();
+    let state = user.state_dir("ok");
+    let out = run_bounded(
+        &user,
+        &lab,
+        &[
+            "install",
+            "--cluster-name",
+            "ok",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--yes",
+            "--dry-run",
+            "--config-patch",
+            &format!("@{}", ok.display()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty());
+}
+
+#[test]
+fn kubeconfig_out_inside_the_state_dir_or_unwritable_exits_2_with_nothing_ordered() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    let state = user.state_dir("kc");
+    let s = state.to_str().unwrap();
+    let a_file = user.home.path().join("a-file");
+    std::fs::write(&a_file, b"x").unwrap();
+    let inside = state.join("secrets.yaml");
+    let inside_new = state.join("sub").join("kubeconfig");
+    let under_a_file = a_file.join("kubeconfig");
+    let cases: [(&Path, &str); 4] = [
+        (&inside, "inside the state directory"),
+        (&inside_new, "inside the state directory"),
+        (
+            Path::new("/proc/cto-kc/kubeconfig"),
+            "nothing can be written",
+        ),
+        (&under_a_file, "not a directory"),
+    ];
+    for (out_path, says) in cases {
+        let out = run(
+            user.cto(Some(&lab)),
+            &[
+                "install",
+                "--cluster-name",
+                "kc",
+                "--state-dir",
+                s,
+                "--yes",
+                "--kubeconfig-out",
+                out_path.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--kubeconfig-out"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(lab.hostnames().is_empty(), "something was ordered");
+        assert!(!state.exists(), "the state directory was created");
+    }
+
+    // On --resume too, before anything runs.
+    let out = run(
+        user.cto(Some(&lab)),
+        &[
+            "install",
+            "--cluster-name",
+            "kc",
+            "--state-dir",
+            s,
+            "--yes",
+            "--stop-after",
+            "validating-prerequisites",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let before = std::fs::read(state.join("checkpoint.json")).unwrap();
+    let out = run(
+        user.cto(Some(&lab)),
+        &[
+            "install",
+            "--resume",
+            "--state-dir",
+            s,
+            "--yes",
+            "--kubeconfig-out",
+            inside.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty(), "something was ordered");
+    assert_eq!(
+        std::fs::read(state.join("checkpoint.json")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn http_to_a_localhost_name_is_refused_even_where_it_would_reach_the_lab() {
+    let lab = LabProcess::start(json!({}));
+    let port = lab.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let user = User::new();
+    let state = user.state_dir("ev");
+    for host in ["evil.localhost", "localhost"] {
+        let url = format!("http://{host}:{port}");
+        for args in [
+            vec![
+                "install",
+                "--cluster-name",
+                "ev",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--yes",
+                "--api-url",
+                url.as_str(),
+            ],
+            vec![
+                "regions",
+                "--plan",
+                "c2-small-x86",
+                "--api-url",
+                url.as_str(),
+            ],
+            vec![
+                "destroy",
+                "--cluster-name",
+                "ev",
+                "--yes",
+                "--api-url",
+                url.as_str(),
+            ],
+        ] {
+            let out = run(user.cto(Some(&lab)), &args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(host), "{args:?}: {stderr}");
+            assert!(stderr.contains("https://"), "{args:?}: {stderr}");
+        }
+    }
+    assert!(lab.hostnames().is_empty(), "something was ordered");
+    assert!(!state.exists(), "the state directory was created");
+}
+
+#[test]
+fn a_cluster_name_that_is_a_path_exits_2_in_every_command_and_writes_nothing() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    let home = user.home.path();
+    for args in [
+        vec!["destroy", "--cluster-name", "../../x", "--yes"],
+        vec!["status", "--cluster-name", "../../x"],
+        vec!["health", "--cluster-name", "../../x"],
+        vec!["install", "--cluster-name", "../../x", "--yes"],
+        vec!["install", "--resume", "--cluster-name", "../../x"],
+        vec![
+            "destroy",
+            "--cluster-name",
+            "../../x",
+            "--yes",
+            "--state-dir",
+            "/tmp/cto-no-such-dir",
+        ],
+    ] {
+        let out = run(user.cto(Some(&lab)), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--cluster-name"), "{args:?}: {stderr}");
+        assert!(stderr.contains("../../x"), "{args:?}: {stderr}");
+        let written = crate::harness::files_under(home);
+        assert!(written.is_empty(), "{args:?} wrote {written:?}");
+        assert!(!home.join("x").exists());
+    }
+    assert!(lab.hostnames().is_empty());
+}
+
+#[test]
+fn a_url_with_userinfo_exits_2_in_every_command_without_repeating_it() {
+    let lab = LabProcess::start(json!({}));
+    let port = lab.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let user = User::new();
+    let url = format!("http://me:tok-91c2@127.0.0.1:{port}");
+    for args in [
+        vec![
+            "regions",
+            "--plan",
+            "c2-small-x86",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "destroy",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+        vec![
+            "install",
+            "--cluster-name",
+            "ui",
+            "--yes",
+            "--api-url",
+            url.as_str(),
+        ],
+    ] {
+        let mut cmd = user.cto(Some(&lab));
+        cmd.env("CTO_TIME_SCALE", "0.5");
+        let out = run(cmd, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            !describe(&out).contains("tok-91c2"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("***@127.0.0.1"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    // From the environment too.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("LATITUDE_API_URL", &url);
+    let out = run(cmd, &["regions", "--plan", "c2-small-x86"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(!describe(&out).contains("tok-91c2"), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty());
+    assert!(crate::harness::files_under(user.home.path()).is_empty());
+}
+
+#[test]
+fn kubeconfig_and_talosconfig_merge_targets_that_cannot_be_written_exit_2_before_ordering() {
+    let lab = LabProcess::start(json!({}));
+    let user = User::new();
+    let state = user.state_dir("mt");
+    let a_file = user.home.path().join("a-file");
+    std::fs::write(&a_file, b"x").unwrap();
+    // $KUBECONFIG under a regular file: step 21 could never merge into it.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("KUBECONFIG", a_file.join("config"));
+    let args = [
+        "install",
+        "--cluster-name",
+        "mt",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--yes",
+    ];
+    let out = run(cmd, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kubeconfig") && stderr.contains("--kubeconfig-out"),
+        "{stderr}"
+    );
+    // A HOME under a regular file: neither ~/.kube/config nor ~/.talos/config can be written.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("HOME", a_file.join("home"));
+    let out = run(cmd, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(lab.hostnames().is_empty(), "something was ordered");
+    assert!(!state.exists(), "the state directory was created");
+    // --kubeconfig-out replaces the kubeconfig merge; the talosconfig is still checked.
+    let mut cmd = user.cto(Some(&lab));
+    cmd.env("KUBECONFIG", a_file.join("config"));
+    let out_path = user.home.path().join("kc");
+    let mut with_out = args.to_vec();
+    with_out.extend(["--kubeconfig-out", out_path.to_str().unwrap(), "--dry-run"]);
+    let out = run(cmd, &with_out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }

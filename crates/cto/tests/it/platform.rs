@@ -205,13 +205,13 @@ fn the_lab_reaches_gitops_sync_and_every_platform_step_runs_twice_without_change
 
 /// A `cto lab serve` on a fixed port over a world directory the test owns, so the lab can be
 /// restarted with another configuration at the same URL.
-struct Lab {
+pub(crate) struct Lab {
     child: Child,
     url: String,
 }
 
 impl Lab {
-    fn serve(dir: &Path, port: u16, config: Value) -> Lab {
+    pub(crate) fn serve(dir: &Path, port: u16, config: Value) -> Lab {
         let config_path = dir.join(format!("lab-{}.json", std::process::id()));
         std::fs::write(&config_path, config.to_string()).unwrap();
         let mut child = Command::new(cto_bin())
@@ -233,7 +233,7 @@ impl Lab {
         Lab { child, url }
     }
 
-    fn cto(&self, user: &User) -> Command {
+    pub(crate) fn cto(&self, user: &User) -> Command {
         let mut cmd = user.cto(None);
         cmd.env("LATITUDE_API_KEY", KEY)
             .env("LATITUDE_PROJECT_ID", "proj_lab")
@@ -249,7 +249,7 @@ impl Drop for Lab {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -76,7 +76,7 @@ pub(crate) fn root_application(spec: &ClusterSpec) -> Value {
                 "repoURL": spec.gitops.repo,
                 "targetRevision": spec.gitops.revision,
                 "path": spec.gitops.profile_path(spec.profile),
-                "directory": {"recurse": false},
+                "kustomize": {"patches": [source_patch(spec)]},
             },
             "destination": {"server": IN_CLUSTER, "namespace": ARGOCD_NAMESPACE},
             "syncPolicy": {
@@ -88,6 +88,54 @@ pub(crate) fn root_application(spec: &ClusterSpec) -> Value {
             },
         },
     })
+}
+
+/// The ConfigMap of `<path>/apps/<profile>` that Kustomize's replacements copy into every
+/// category Application (`gitops/apps/<profile>/kustomization.yaml`).
+pub(crate) const SOURCE_CONFIGMAP: &str = "cto-gitops-source";
+
+/// The one place the GitOps repository, revision and tree path are given: a Kustomize patch
+/// (Argo CD's `spec.source.kustomize.patches`, appended to the kustomization's `patches`) that
+/// writes them into [`SOURCE_CONFIGMAP`]; the tree's replacements carry them into each
+/// category Application. JSON 6902 operations, written as JSON (which is YAML).
+pub(crate) fn source_patch(spec: &ClusterSpec) -> Value {
+    let ops = json!([
+        {"op": "replace", "path": "/data/repoURL", "value": spec.gitops.repo},
+        {"op": "replace", "path": "/data/targetRevision", "value": spec.gitops.revision},
+        // The tree at the repository root is `.`: the replacement puts it in front of
+        // `platform/<category>`, and Argo CD paths are relative.
+        {"op": "replace", "path": "/data/path", "value": if spec.gitops.path.is_empty() { "." } else { spec.gitops.path.as_str() }},
+    ]);
+    json!({
+        "target": {"version": "v1", "kind": "ConfigMap", "name": SOURCE_CONFIGMAP},
+        "patch": ops.to_string(),
+    })
+}
+
+/// Why an Application can never become Synced and Healthy without someone changing the
+/// repository or its AppProject: its spec is invalid for its project (`InvalidSpecError`), or
+/// its last sync failed because a resource is not permitted in the project (Argo CD's
+/// "... is not permitted in project ..."). `None` for anything that may still converge.
+pub(crate) fn application_refused(app: &Value) -> Option<String> {
+    let invalid = app["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "InvalidSpecError");
+    let refused = app["status"]["operationState"]["phase"] == "Failed"
+        && app["status"]["operationState"]["syncResult"]["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r["status"] == "SyncFailed"
+                    && r["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("is not permitted in project"))
+            });
+    (invalid || refused)
+        .then(|| application_problem(app))
+        .flatten()
 }
 
 fn application_resource() -> ApiResource {
@@ -129,6 +177,20 @@ pub(crate) fn application_problem(app: &Value) -> Option<String> {
         && app["status"]["operationState"]["phase"] != "Succeeded"
     {
         line.push_str(&format!(" [last sync: {m}]"));
+        // The resources that failed, with Argo CD's message for each.
+        for r in app["status"]["operationState"]["syncResult"]["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["status"] == "SyncFailed")
+        {
+            line.push_str(&format!(
+                " [{} {}: {}]",
+                r["kind"].as_str().unwrap_or("?"),
+                r["name"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("")
+            ));
+        }
     }
     Some(line)
 }
@@ -142,6 +204,14 @@ pub(crate) fn sync_verdict<'a>(apps: impl IntoIterator<Item = &'a Value>) -> Ver
         .any(|a| a["metadata"]["name"] == ROOT_APPLICATION)
     {
         return Verdict::Pending(format!("Application {ROOT_APPLICATION} not found"));
+    }
+    let refused: Vec<String> = apps.iter().filter_map(|a| application_refused(a)).collect();
+    if !refused.is_empty() {
+        return Verdict::Failed(format!(
+            "Argo CD refuses {} Application(s) under their AppProject: {}. Fix the AppProject or the Applications in the GitOps repository (`cargo xtask gitops-check` applies the same rules), then resume",
+            refused.len(),
+            refused.join("; ")
+        ));
     }
     let problems: Vec<String> = apps.iter().filter_map(|a| application_problem(a)).collect();
     if !problems.is_empty() {
@@ -330,6 +400,14 @@ mod tests {
         assert_eq!(app["spec"]["source"]["targetRevision"], "main");
         assert_eq!(app["spec"]["project"], BOOTSTRAP_PROJECT);
         assert_eq!(app["spec"]["syncPolicy"]["automated"]["selfHeal"], true);
+        // The repository, revision and path reach the tree's ConfigMap through one patch.
+        let patch = &app["spec"]["source"]["kustomize"]["patches"][0];
+        assert_eq!(patch["target"]["name"], SOURCE_CONFIGMAP);
+        let ops: Value = serde_json::from_str(patch["patch"].as_str().unwrap()).unwrap();
+        assert_eq!(ops[0]["value"], "https://github.com/5dlabs/cto");
+        assert_eq!(ops[1]["value"], "main");
+        assert_eq!(ops[2]["value"], "gitops");
+        assert!(app["spec"]["source"].get("directory").is_none());
         let project = bootstrap_project(&spec());
         assert_eq!(
             project["spec"]["sourceRepos"][0],
@@ -366,6 +444,26 @@ mod tests {
         };
         assert!(p.contains("cert-manager (Synced, Degraded: Deployment cert-manager has 0/1 ready) [SyncError: boom]"), "{p}");
         assert!(!p.contains("storage"));
+        // A sync refused by the AppProject ends the wait at once, naming the Application and
+        // Argo CD's message.
+        let mut refused = app("vault", "OutOfSync", "Missing", None);
+        refused["status"]["operationState"] = json!({
+            "phase": "Failed",
+            "message": "one or more synchronization tasks are not valid",
+            "syncResult": {"resources": [{"kind": "Namespace", "name": "vault", "status": "SyncFailed",
+                "message": "resource :Namespace is not permitted in project platform"}]},
+        });
+        let Verdict::Failed(f) = sync_verdict([&root, &ok, &refused]) else {
+            panic!()
+        };
+        assert!(f.contains("vault (OutOfSync, Missing) [last sync: one or more synchronization tasks are not valid] [Namespace vault: resource :Namespace is not permitted in project platform]"), "{f}");
+        // A sync that failed for another reason may still converge: keep waiting.
+        refused["status"]["operationState"]["syncResult"]["resources"][0]["message"] =
+            json!("the server could not find the requested resource");
+        assert!(matches!(
+            sync_verdict([&root, &refused]),
+            Verdict::Pending(_)
+        ));
         let fresh = json!({"metadata": {"name": "vault"}});
         let Verdict::Pending(p) = sync_verdict([&root, &fresh]) else {
             panic!()

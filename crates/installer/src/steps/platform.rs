@@ -44,8 +44,14 @@ pub(crate) const RELEASE_LABEL: &str = "cto.dev/helm-release";
 pub(crate) const ARGOCD_NAMESPACE: &str = "argocd";
 /// The namespace of local-path-provisioner.
 pub(crate) const LOCAL_PATH_NAMESPACE: &str = "local-path-storage";
-/// Where local-path-provisioner keeps volumes on each node (Talos keeps `/var` writable).
-pub(crate) const LOCAL_PATH_DIR: &str = "/var/local-path-provisioner";
+/// Where local-path-provisioner keeps volumes on each node: under `/var/local`, the directory
+/// every machine config bind-mounts into the kubelet (`bind`, `rshared`, `rw`; Mayastor's
+/// requirement too). Talos asks that local-path's directory be such a kubelet mount (Talos
+/// v1.9 "Local Storage" guide: `machine.kubelet.extraMounts` of the provisioner's directory;
+/// the v1.11 guide uses a dedicated user volume under `/var/mnt/`, which would take a disk the
+/// storage plan gives to Mayastor) — a plain `/var/local-path-provisioner` is not mounted for
+/// the kubelet.
+pub(crate) const LOCAL_PATH_DIR: &str = "/var/local/local-path-provisioner";
 /// The bootstrap StorageClass (default until Mayastor's replaces it).
 pub(crate) const LOCAL_PATH_STORAGE_CLASS: &str = "local-path";
 /// The Argo CD repository credential Secret.

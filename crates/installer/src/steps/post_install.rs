@@ -444,8 +444,24 @@ async fn volume_test<P: Provider>(ctx: &StepContext<'_, P>, api: &ClusterApi) ->
 }
 
 fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StepError {
-    StepError::Inconsistent {
-        what: format!("{what} {} ({e})", path.display()),
+    StepError::io(what, path, e)
+}
+
+/// An I/O error on the `--kubeconfig-out` file: the same advice, plus choosing another path.
+fn kubeconfig_out_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StepError {
+    match StepError::io(what, path, e) {
+        StepError::Io {
+            action,
+            path,
+            message,
+            ..
+        } => StepError::Io {
+            action,
+            path,
+            message,
+            advice: "Fix the path or its permissions, or choose another --kubeconfig-out, then resume with `cto install --resume`; the cluster itself is unaffected".to_owned(),
+        },
+        other => other,
     }
 }
 
@@ -516,10 +532,30 @@ pub(crate) async fn configuring_kubeconfig<P: Provider>(
 
     let kubeconfig_path = if let Some(out) = &options.kubeconfig_out {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| kubeconfig_out_error("creating the directory", parent, e))?;
         }
-        write_atomic(out, kubeconfig.as_bytes()).map_err(|e| io_error("writing", out, e))?;
-        ctx.progress(format!("kubeconfig written to {} (0600)", out.display()));
+        // A different file already there is kept beside it before it is replaced.
+        let backup = match std::fs::read(out) {
+            Ok(old) if !old.is_empty() && old != kubeconfig.as_bytes() => {
+                let name = out
+                    .file_name()
+                    .map_or("kubeconfig".into(), |n| n.to_string_lossy().into_owned());
+                let backup_path = out.with_file_name(format!("{name}.cto-backup-{}", timestamp()));
+                write_atomic(&backup_path, &old)
+                    .map_err(|e| kubeconfig_out_error("backing up", out, e))?;
+                format!("; the previous file is saved as {}", backup_path.display())
+            }
+            Ok(_) => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(kubeconfig_out_error("reading", out, e).into()),
+        };
+        write_atomic(out, kubeconfig.as_bytes())
+            .map_err(|e| kubeconfig_out_error("writing", out, e))?;
+        ctx.progress(format!(
+            "kubeconfig written to {} (0600){backup}",
+            out.display()
+        ));
         Some(out.clone())
     } else {
         match &options.home {

@@ -27,6 +27,8 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
         }
     }
 
+    gitops_preflight(ctx, &spec).await?;
+
     let project = ctx.provider.check_project().await.map_err(|e| match e.kind {
         ProviderErrorKind::Unauthorized => StepFailure::Prerequisite(format!(
             "the {} API rejected the API key: {}. Set LATITUDE_API_KEY to a valid key with write access",
@@ -129,5 +131,63 @@ pub(crate) async fn validating_prerequisites<P: Provider>(
             server.site = Some(site.clone());
         }
     })?;
+    Ok(())
+}
+
+/// How long the GitOps preflight may take (a shallow fetch of one ref).
+const GITOPS_PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// The GitOps source, read before anything is billed ([`crate::gitops_source`]): anything
+/// missing is a prerequisite (exit 3) naming the repository, revision and path. An install
+/// against a lab (`--lab`, or a loopback API URL) whose repository is not on loopback is not
+/// read: the lab's Argo CD serves such a repository itself (docs/lab.md).
+async fn gitops_preflight<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    spec: &crate::spec::ClusterSpec,
+) -> Result<(), StepFailure> {
+    let source = spec.gitops.clone();
+    let lab = spec.lab || metal::latitude::client::is_loopback_url(&spec.api_url);
+    if lab && !metal::latitude::client::is_loopback_url(&source.repo) {
+        ctx.progress(format!(
+            "GitOps source {} at {}: not read from here (the lab's Argo CD serves it)",
+            source.repo, source.revision
+        ));
+        return Ok(());
+    }
+    let token = ctx.gitops_token.map(|t| t.expose().to_owned());
+    let profile = spec.profile.to_string();
+    let (repo, revision, path) = (
+        source.repo.clone(),
+        source.revision.clone(),
+        source.path.clone(),
+    );
+    let task = tokio::task::spawn_blocking(move || {
+        crate::gitops_source::check(&repo, &revision, &path, &profile, token.as_deref())
+    });
+    let report = match tokio::time::timeout(GITOPS_PREFLIGHT_TIMEOUT, task).await {
+        Ok(Ok(Ok(report))) => report,
+        Ok(Ok(Err(message))) => return Err(StepFailure::Prerequisite(message)),
+        Ok(Err(e)) => {
+            return Err(StepFailure::Prerequisite(format!(
+                "reading the GitOps repository {} failed: {e}",
+                source.repo
+            )));
+        }
+        Err(_) => {
+            return Err(StepFailure::Prerequisite(format!(
+                "the GitOps repository {} did not answer within {}s",
+                source.repo,
+                GITOPS_PREFLIGHT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    ctx.progress(format!(
+        "GitOps source {} at {} (commit {}): {} and the {} paths its Applications use exist",
+        source.repo,
+        source.revision,
+        &report.commit[..12.min(report.commit.len())],
+        source.profile_path(spec.profile),
+        report.paths.len()
+    ));
     Ok(())
 }

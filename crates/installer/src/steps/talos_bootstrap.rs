@@ -54,8 +54,13 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StepError {
+    StepError::io(what, path, e)
+}
+
+/// A file of the state directory that cannot be parsed: damaged or edited.
+fn parse_error(path: &Path, e: impl std::fmt::Display) -> StepError {
     StepError::Inconsistent {
-        what: format!("{what} {}: {e}", path.display()),
+        what: format!("a readable {}: {e}", path.display()),
     }
 }
 
@@ -80,7 +85,7 @@ fn secrets<P: Provider>(ctx: &mut StepContext<'_, P>) -> Result<SecretsBundle, S
                 ctx.update(|cp| cp.resolved.secrets_sha256 = Some(hash))?;
             }
         }
-        return SecretsBundle::from_yaml(&text).map_err(|e| io_error("parsing", &path, e));
+        return SecretsBundle::from_yaml(&text).map_err(|e| parse_error(&path, e));
     }
     if recorded.is_some() {
         return Err(StepError::Inconsistent {
@@ -202,7 +207,7 @@ fn node_config(
 fn talosconfig_of<P: Provider>(ctx: &StepContext<'_, P>) -> Result<Talosconfig, StepError> {
     let path = ctx.store.dir().join(TALOSCONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io_error("reading", &path, e))?;
-    Talosconfig::from_yaml(&text).map_err(|e| io_error("parsing", &path, e))
+    Talosconfig::from_yaml(&text).map_err(|e| parse_error(&path, e))
 }
 
 /// Step 6: secrets, machine configs and the talosconfig.

@@ -439,6 +439,16 @@ pub(crate) fn build(
                     "repoURL": gitops::CTO_REPO_URL,
                     "targetRevision": "main",
                     "path": DEFAULT_ROOT_PATH,
+                    // The installer's one repository setting (installer `steps/gitops.rs`
+                    // `source_patch`).
+                    "kustomize": {"patches": [{
+                        "target": {"version": "v1", "kind": "ConfigMap", "name": "cto-gitops-source"},
+                        "patch": serde_json::json!([
+                            {"op": "replace", "path": "/data/repoURL", "value": gitops::CTO_REPO_URL},
+                            {"op": "replace", "path": "/data/targetRevision", "value": "main"},
+                            {"op": "replace", "path": "/data/path", "value": "gitops"},
+                        ]).to_string(),
+                    }]},
                 }},
             })
         });
@@ -523,7 +533,7 @@ pub(crate) fn app_shape(
     let Some(repo) = gitops::resolve(config, str_at(&source, "/repoURL")) else {
         return shape(AppContent::Trivial);
     };
-    let loaded = gitops::directory(&repo, &source).map(|(_, objects)| objects);
+    let loaded = gitops::directory(&repo, &source).map(|(_, objects, _)| objects);
     let objects = match loaded {
         Ok(objects) => objects,
         Err(error) => return shape(AppContent::Unloadable(error)),

@@ -116,6 +116,11 @@ pub struct ClusterOptions {
     /// Which incarnation of the cluster the state file belongs to: a file written by another
     /// incarnation (a reinstalled control plane) is ignored.
     pub incarnation: String,
+    /// The cluster's `secretboxEncryptionSecret` (32 bytes, standard base64): Secrets are
+    /// encrypted with it before they are persisted, as Talos' kube-apiserver encrypts them
+    /// before they reach etcd. `None` persists them as they are (Kubernetes'
+    /// `identity` provider).
+    pub encryption_secret: Option<String>,
 }
 
 /// A Node as the kubelet of a Talos machine registers it.

@@ -238,7 +238,11 @@ pub(crate) async fn start(
 
     let (stop, _) = watch::channel(false);
     let store = match &options.state_file {
-        Some(path) => Store::persisted(path, &options.incarnation),
+        Some(path) => Store::persisted_encrypted(
+            path,
+            &options.incarnation,
+            options.encryption_secret.as_deref(),
+        ),
         None => Store::new(),
     };
     let shared = Arc::new(Shared {

@@ -18,6 +18,17 @@
 //! mid-append leaves at most a torn last line, which is ignored. The event history is not
 //! persisted: a watch from a version before the restart gets `410 Gone`, as after an etcd
 //! compaction.
+//!
+//! Secrets are encrypted before they are persisted when the cluster has an encryption secret
+//! ([`Store::persisted_encrypted`]): Talos configures kube-apiserver's EncryptionConfiguration
+//! with the `secretbox` provider, key `key2` = `cluster.secretboxEncryptionSecret`, for
+//! `secrets` (siderolabs/talos
+//! `internal/app/machined/pkg/controllers/k8s/templates/kube-system-encryption-config-template.yaml`),
+//! so etcd's disk never holds a Secret's data in clear, only
+//! `k8s:enc:secretbox:v1:key2:<nonce><box>`. The lab writes the same envelope shape with the
+//! same key, sealed with ChaCha20-Poly1305 from ring (the tree's one crypto provider) instead
+//! of XSalsa20-Poly1305: nothing but the lab reads its files, and what matters is that a token
+//! given to the cluster (the GitOps repository credential) is not in the lab's state in clear.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
@@ -137,16 +148,96 @@ struct Inner {
     journal: Option<Journal>,
 }
 
-/// Where a persisted store lives, and which cluster incarnation it belongs to.
+/// Where a persisted store lives, which cluster incarnation it belongs to, and the key Secrets
+/// are sealed with on disk.
 struct Persistence {
     path: PathBuf,
     incarnation: String,
+    at_rest: Option<ring::aead::LessSafeKey>,
 }
+
+/// The envelope of a Secret sealed at rest (Kubernetes' `k8s:enc:<provider>:v1:<key name>:`).
+const SEALED_PREFIX: &str = "k8s:enc:lab-chacha20poly1305:v1:key2:";
 
 impl Persistence {
     fn journal_path(&self) -> PathBuf {
         self.path.with_extension("log")
     }
+
+    /// The object as it is written to disk: a Secret sealed when there is a key, anything else
+    /// as it is.
+    fn seal<'a>(&self, gvr: &Gvr, object: &'a Value) -> std::borrow::Cow<'a, Value> {
+        use base64::Engine as _;
+        use ring::aead::{Aad, NONCE_LEN, Nonce};
+        use ring::rand::SecureRandom as _;
+        let (Some(key), true) = (&self.at_rest, is_secret(gvr)) else {
+            return std::borrow::Cow::Borrowed(object);
+        };
+        let mut nonce = [0_u8; NONCE_LEN];
+        let Ok(mut bytes) = serde_json::to_vec(object) else {
+            return std::borrow::Cow::Borrowed(object);
+        };
+        if ring::rand::SystemRandom::new().fill(&mut nonce).is_err()
+            || key
+                .seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    &mut bytes,
+                )
+                .is_err()
+        {
+            // Never fall back to clear text: the object is left out of the file instead.
+            tracing::warn!("cannot seal a Secret for the kube store; it is not persisted");
+            return std::borrow::Cow::Owned(Value::Null);
+        }
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&bytes);
+        std::borrow::Cow::Owned(Value::String(format!(
+            "{SEALED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(sealed)
+        )))
+    }
+
+    /// The object as read from disk: a sealed Secret opened; `None` when it cannot be (another
+    /// key, a damaged file, or one the seal left out).
+    fn open(&self, object: Value) -> Option<Value> {
+        use base64::Engine as _;
+        use ring::aead::{Aad, NONCE_LEN, Nonce};
+        let sealed = match &object {
+            Value::Null => return None,
+            Value::String(text) => text.strip_prefix(SEALED_PREFIX)?,
+            _ => return Some(object),
+        };
+        let key = self.at_rest.as_ref()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, rest) = bytes.split_at(NONCE_LEN);
+        let mut rest = rest.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = key.open_in_place(nonce, Aad::empty(), &mut rest).ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+}
+
+/// Core `secrets`: the resource Talos' EncryptionConfiguration encrypts.
+fn is_secret(gvr: &Gvr) -> bool {
+    gvr.group.is_empty() && gvr.resource == "secrets"
+}
+
+/// The key for sealing Secrets from a base64 `secretboxEncryptionSecret` (32 bytes); `None`
+/// (Secrets persisted as they are, Kubernetes' `identity` provider) when there is none or it
+/// is not 32 bytes.
+fn at_rest_key(secret: Option<&str>) -> Option<ring::aead::LessSafeKey> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret?.trim())
+        .ok()?;
+    let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &bytes).ok()?;
+    Some(ring::aead::LessSafeKey::new(key))
 }
 
 /// The journal being appended to, and how big it and the last snapshot are.
@@ -191,11 +282,30 @@ impl Store {
     /// control plane is a new cluster with an empty store); otherwise the store starts empty. A
     /// snapshot that cannot be parsed is moved aside (`.corrupt`) rather than silently
     /// overwritten. The loaded state is written back as a fresh snapshot with an empty journal.
+    #[cfg(test)]
     pub fn persisted(path: &Path, incarnation: &str) -> Store {
+        Store::persisted_encrypted(path, incarnation, None)
+    }
+
+    /// [`Store::persisted`], with Secrets sealed on disk with the cluster's
+    /// `secretboxEncryptionSecret` (base64 of 32 bytes) when it is given and valid; a sealed
+    /// Secret that cannot be opened again (another key) is left out when loading.
+    pub fn persisted_encrypted(
+        path: &Path,
+        incarnation: &str,
+        encryption_secret: Option<&str>,
+    ) -> Store {
         let mut store = Store::new();
+        let at_rest = at_rest_key(encryption_secret);
+        if encryption_secret.is_some() && at_rest.is_none() {
+            tracing::warn!(
+                "the cluster's secretbox encryption secret is not 32 bytes of base64; Secrets are persisted unencrypted"
+            );
+        }
         let persistence = Persistence {
             path: path.to_owned(),
             incarnation: incarnation.to_string(),
+            at_rest,
         };
         {
             let mut inner = store.lock();
@@ -215,9 +325,11 @@ impl Store {
     /// Appends the change at `rv` to the journal (no-op for an in-memory store), folding the
     /// journal into a new snapshot when it has grown too big.
     fn save(&self, inner: &mut Inner, gvr: &Gvr, key: &Key, rv: u64, object: Option<&Value>) {
-        if self.persistence.is_none() {
+        let Some(persistence) = &self.persistence else {
             return;
-        }
+        };
+        let sealed = object.map(|o| persistence.seal(gvr, o));
+        let object = sealed.as_ref().map(|o| o.as_ref());
         let entry = JournalEntry {
             rv: rv.to_string(),
             group: &gvr.group,
@@ -264,7 +376,7 @@ impl Store {
                     group: &gvr.group,
                     version: &gvr.version,
                     resource: &gvr.resource,
-                    object,
+                    object: persistence.seal(gvr, object),
                 })
             })
             .collect();
@@ -642,7 +754,7 @@ struct SnapshotEntry<'a> {
     group: &'a str,
     version: &'a str,
     resource: &'a str,
-    object: &'a Value,
+    object: std::borrow::Cow<'a, Value>,
 }
 
 /// One line of the journal: the object after the change at `rv`, or none when it was deleted.
@@ -690,7 +802,10 @@ fn load_snapshot(persistence: &Persistence, inner: &mut Inner) -> bool {
             entry["version"].as_str().unwrap_or_default(),
             entry["resource"].as_str().unwrap_or_default(),
         );
-        let object = entry["object"].take();
+        let Some(object) = persistence.open(entry["object"].take()) else {
+            tracing::warn!(path = %path.display(), "a sealed Secret in the kube store cannot be opened; leaving it out");
+            continue;
+        };
         let key = (
             object
                 .pointer("/metadata/namespace")
@@ -744,9 +859,19 @@ fn replay_journal(persistence: &Persistence, inner: &mut Inner) {
             entry["name"].as_str().unwrap_or_default().to_string(),
         );
         match entry.get_mut("object").map(Value::take) {
-            Some(object) => {
-                inner.objects.entry(gvr).or_default().insert(key, object);
-            }
+            Some(object) => match persistence.open(object) {
+                Some(object) => {
+                    inner.objects.entry(gvr).or_default().insert(key, object);
+                }
+                None => {
+                    tracing::warn!(
+                        "a sealed Secret in the kube store journal cannot be opened; leaving it out"
+                    );
+                    if let Some(objects) = inner.objects.get_mut(&gvr) {
+                        objects.remove(&key);
+                    }
+                }
+            },
             None => {
                 if let Some(objects) = inner.objects.get_mut(&gvr) {
                     objects.remove(&key);
@@ -876,6 +1001,62 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    #[test]
+    fn persisted_secrets_are_sealed_with_the_cluster_key_and_nothing_else_is() {
+        use base64::Engine as _;
+        let secrets = Gvr::new("", "v1", "secrets");
+        let token = "ghp_sealed_token_3f9a";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "repo", "namespace": "argocd"},
+            "type": "Opaque",
+            "data": {"password": encoded},
+        });
+        let key = base64::engine::general_purpose::STANDARD.encode([7_u8; 32]);
+        let other_key = base64::engine::general_purpose::STANDARD.encode([8_u8; 32]);
+        let on_disk = |dir: &Path| -> String {
+            let mut all = String::new();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                all.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(entry.unwrap().path()).unwrap(),
+                ));
+            }
+            all
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kube-a.json");
+        let store = Store::persisted_encrypted(&path, "one", Some(&key));
+        let stored = store.upsert(&secrets, "argocd", secret.clone());
+        store.upsert(&nodes(), "", node("a", false));
+        // Journal first, then a snapshot: neither holds the data, in clear or in base64.
+        for _ in 0..2 {
+            let text = on_disk(dir.path());
+            assert!(!text.contains(token) && !text.contains(&encoded), "{text}");
+            assert!(text.contains(SEALED_PREFIX), "{text}");
+            assert!(
+                text.contains("\"a\""),
+                "other objects stay readable: {text}"
+            );
+            drop(Store::persisted_encrypted(&path, "one", Some(&key)));
+        }
+        drop(store);
+        let again = Store::persisted_encrypted(&path, "one", Some(&key));
+        assert_eq!(again.get(&secrets, "argocd", "repo"), Some(stored));
+        drop(again);
+        // Another key cannot open it: the Secret is left out, the rest loads.
+        let other = Store::persisted_encrypted(&path, "one", Some(&other_key));
+        assert_eq!(other.get(&secrets, "argocd", "repo"), None);
+        assert!(other.get(&nodes(), "", "a").is_some());
+
+        // Without a key (Kubernetes' identity provider) Secrets are stored as they are.
+        let plain = tempfile::tempdir().unwrap();
+        let store = Store::persisted_encrypted(&plain.path().join("kube-a.json"), "one", None);
+        store.upsert(&secrets, "argocd", secret);
+        assert!(on_disk(plain.path()).contains(&encoded));
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub(crate) struct MachineConfig {
     pub cluster_ca: PemPair,
     /// `cluster.apiServer.certSANs`.
     pub api_server_cert_sans: Vec<String>,
+    /// `cluster.secretboxEncryptionSecret` (control planes): the key the API server encrypts
+    /// Secrets with before they reach etcd.
+    pub secretbox_encryption_secret: Option<String>,
 }
 
 impl MachineConfig {
@@ -319,6 +322,9 @@ fn validate(raw: RawConfig) -> Result<(MachineConfig, Vec<String>), Rejected> {
             .api_server
             .and_then(|a| a.cert_sans)
             .unwrap_or_default(),
+        secretbox_encryption_secret: cluster
+            .secretbox_encryption_secret
+            .filter(|s| !s.is_empty()),
     };
     Ok((config, warnings))
 }
@@ -499,6 +505,7 @@ struct RawCluster {
     ca: Option<RawCertKey>,
     api_server: Option<RawApiServer>,
     etcd: Option<Value>,
+    secretbox_encryption_secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -396,6 +396,7 @@ impl Reconciler {
                     "{}/{}/{}",
                     host.server_id, host.generation, host.applied_at_ms
                 ),
+                encryption_secret: config.secretbox_encryption_secret.clone(),
             };
             match kube::start_observed(
                 api_config,

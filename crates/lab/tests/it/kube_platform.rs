@@ -42,6 +42,7 @@ async fn start_cluster(ca: &CertAndKey, lab: LabConfig, state: Option<&Path>) ->
             lab,
             state_file: state.map(|d| d.join("kube-lab.json")),
             incarnation: "test".into(),
+            encryption_secret: None,
         },
     )
     .await

@@ -384,6 +384,7 @@ fn options(dir: &std::path::Path) -> ClusterOptions {
         lab: LabConfig::default(),
         state_file: Some(dir.join("kube-lab.json")),
         incarnation: "test".into(),
+        encryption_secret: None,
     }
 }
 

@@ -685,23 +685,10 @@ fn scale_duration(d: Duration, time_scale: f64) -> Duration {
     }
 }
 
-/// True for an `http(s)://` URL whose host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+/// True for an `http(s)://` URL whose host is a literal loopback address (`127.0.0.0/8`,
+/// `::1`); names, `localhost` included, are not (see [`crate::urls`]).
 pub fn is_loopback_url(raw: &str) -> bool {
-    reqwest::Url::parse(raw.trim())
-        .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .and_then(|url| url.host_str().map(is_loopback_host))
-        .unwrap_or(false)
-}
-
-/// True for `localhost`, `*.localhost` and loopback addresses (IPv6 with or without brackets).
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.to_ascii_lowercase().ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::urls::is_literal_loopback_url(raw)
 }
 
 fn decode<T: DeserializeOwned>(call: &Call, reply: &Reply) -> Result<T, LatitudeError> {
@@ -769,33 +756,16 @@ fn segment(id: &str) -> String {
     out
 }
 
-/// Validates the base URL and strips trailing slashes.
+/// Validates the base URL ([`crate::urls::check_service_url`]: no userinfo, `https://` or
+/// `http://` to a literal loopback address) and strips trailing slashes.
 fn check_base_url(raw: &str) -> Result<String, LatitudeError> {
     let trimmed = raw.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| LatitudeError::Setup(format!("invalid Latitude API URL {trimmed:?}: {e}")))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(LatitudeError::Setup(format!(
-            "the Latitude API URL {trimmed:?} must not have a query or fragment"
-        )));
-    }
-    match url.scheme() {
-        "https" => {}
-        "http" => {
-            let host = url.host_str().unwrap_or_default();
-            if !is_loopback_host(host) {
-                return Err(LatitudeError::Setup(format!(
-                    "refusing to send the API key over plain HTTP to {host}: use https:// \
-                     (http:// is only for a local lab on a loopback address)"
-                )));
-            }
-        }
-        other => {
-            return Err(LatitudeError::Setup(format!(
-                "the Latitude API URL must be https:// (got {other}://)"
-            )));
-        }
-    }
+    crate::urls::check_service_url(trimmed).map_err(|reason| {
+        LatitudeError::Setup(format!(
+            "refusing the Latitude API URL {:?}: {reason}",
+            crate::urls::redact_userinfo(trimmed)
+        ))
+    })?;
     Ok(trimmed.to_owned())
 }
 
@@ -860,10 +830,14 @@ mod tests {
     #[test]
     fn base_url_rules() {
         assert!(check_base_url("http://127.0.0.1:8080").is_ok());
-        assert!(check_base_url("http://localhost:8080/").is_ok());
         assert!(check_base_url("http://[::1]:9").is_ok());
         let e = check_base_url("http://api.latitude.sh").unwrap_err();
-        assert!(e.to_string().contains("plain HTTP"));
+        assert!(e.to_string().contains("plain http://"), "{e}");
+        // Names are never trusted as loopback, `localhost` included.
+        assert!(check_base_url("http://localhost:8080/").is_err());
+        assert!(check_base_url("http://evil.localhost:8080/").is_err());
+        let e = check_base_url("https://user:s3cr3t@api.latitude.sh").unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
         assert!(check_base_url("ftp://x").is_err());
         assert!(check_base_url("not a url").is_err());
         assert!(check_base_url("https://x/?a=b").is_err());
@@ -932,16 +906,16 @@ mod tests {
 
     #[test]
     fn scaling_shrinks_backoff_and_retry_after_but_floors_the_request_timeout() {
-        let c = config("http://localhost:1").scaled(0.01);
+        let c = config("http://127.0.0.1:1").scaled(0.01);
         let (window, base, max, timeout) = c.real_durations();
         assert_eq!(window, Duration::from_millis(600) + SCALED_WINDOW_SLACK);
         assert_eq!(base, Duration::from_millis(10));
         assert_eq!(max, Duration::from_millis(300));
         assert_eq!(timeout, MIN_REQUEST_TIMEOUT);
-        let c = config("http://localhost:1").scaled(0.5);
+        let c = config("http://127.0.0.1:1").scaled(0.5);
         assert_eq!(c.real_durations().3, Duration::from_secs(15));
         // A short configured timeout is never lengthened by the floor.
-        let mut c = config("http://localhost:1").scaled(0.5);
+        let mut c = config("http://127.0.0.1:1").scaled(0.5);
         c.request_timeout = Duration::from_secs(2);
         assert_eq!(c.real_durations().3, Duration::from_secs(2));
         // Unscaled: untouched.
@@ -973,7 +947,8 @@ mod tests {
             assert!(LatitudeClient::new(config("http://127.0.0.1:1").scaled(bad)).is_err());
         }
         assert!(LatitudeClient::new(config("https://api.latitude.sh").scaled(1.0)).is_ok());
-        assert!(LatitudeClient::new(config("https://localhost:8443").scaled(0.2)).is_ok());
+        assert!(LatitudeClient::new(config("https://127.0.0.1:8443").scaled(0.2)).is_ok());
+        assert!(LatitudeClient::new(config("https://localhost:8443").scaled(0.2)).is_err());
     }
 
     #[test]
@@ -981,8 +956,7 @@ mod tests {
         for yes in [
             "http://127.0.0.1:8080",
             "http://127.3.4.5",
-            "https://localhost/",
-            "http://lab.localhost:1",
+            "https://[::1]/",
             "http://[::1]:9",
         ] {
             assert!(is_loopback_url(yes), "{yes}");
@@ -992,6 +966,8 @@ mod tests {
             "https://api.example.invalid",
             "http://10.0.0.1",
             "http://localhost.example.com",
+            "https://localhost/",
+            "http://lab.localhost:1",
             "not a url",
             "ftp://127.0.0.1",
         ] {

@@ -84,6 +84,28 @@ impl SecretsBundle {
         })
     }
 
+    /// A bundle of placeholder values (no randomness, no key generation): enough to render a
+    /// configuration in order to check it — the user's patches, before anything is ordered — and
+    /// never for a machine, since its "keys" are not keys.
+    pub fn placeholder() -> Self {
+        let pair = |what: &str| CertAndKey {
+            crt: format!("placeholder {what} certificate"),
+            key: format!("placeholder {what} key"),
+        };
+        Self {
+            cluster_id: "placeholder-cluster-id".to_owned(),
+            cluster_secret: "placeholder-cluster-secret".to_owned(),
+            bootstrap_token: "000000.0000000000000000".to_owned(),
+            secretbox_encryption_secret: "placeholder-secretbox-secret".to_owned(),
+            trustd_token: "000000.0000000000000000".to_owned(),
+            etcd: pair("etcd CA"),
+            k8s: pair("Kubernetes CA"),
+            k8s_aggregator: pair("aggregator CA"),
+            k8s_service_account_key: "placeholder service-account key".to_owned(),
+            os: pair("OS CA"),
+        }
+    }
+
     /// The `secrets.yaml` text, byte-compatible with talosctl's: lower-cased Go field names in
     /// struct order, 4-space indentation, each `crt`/`key` the standard base64 of the PEM text.
     /// An empty `secretboxencryptionsecret` is left out (`omitempty`), as Go does.

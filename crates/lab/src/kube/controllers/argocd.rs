@@ -57,6 +57,8 @@ struct AppSync {
     started_at: String,
     /// What the last apply failed with.
     error: Option<String>,
+    /// Whether the AppProject's resource rules were checked for this sync.
+    permitted: bool,
     done: bool,
 }
 
@@ -183,6 +185,9 @@ fn process(
     });
     if blocked {
         sync.since = Instant::now();
+        return;
+    }
+    if !project_allows(shared, apps_rt, app, sync) {
         return;
     }
     // The jitter subject of the current wait: `<app>/wave-<i>` before a directory
@@ -364,6 +369,7 @@ fn load(shared: &Shared, app: &Value, key: String) -> AppSync {
         since: Instant::now(),
         started_at: objects::now_rfc3339(),
         error: None,
+        permitted: false,
         done: false,
     };
     if source.get("chart").is_some() {
@@ -375,7 +381,8 @@ fn load(shared: &Shared, app: &Value, key: String) -> AppSync {
     let loaded = gitops::directory(&repo, &source);
     let mut sync = trivial("Directory");
     match loaded {
-        Ok((revision, objects)) => {
+        Ok((revision, objects, source_type)) => {
+            sync.source_type = source_type;
             let mut waves: Vec<(i64, Vec<Value>)> = Vec::new();
             for object in objects {
                 let wave = wave_of(&object);
@@ -723,4 +730,177 @@ fn finalize(shared: &Shared, apps_rt: &'static crate::kube::discovery::ResourceT
         &patch,
         &WriteOptions::by("argocd-application-controller"),
     );
+}
+
+/// The Application's AppProject rules (see [`super::appproject`]): `false`, with the
+/// Application's status written as Argo CD writes it, when the spec is invalid for its project
+/// (an `InvalidSpecError` condition, checked again on every pass, as Argo CD refreshes) or
+/// when a resource of the sync is not permitted (the operation fails with "one or more
+/// synchronization tasks are not valid" before anything is applied, and the sync stops).
+fn project_allows(
+    shared: &Shared,
+    apps_rt: &'static crate::kube::discovery::ResourceType,
+    app: &Value,
+    sync: &mut AppSync,
+) -> bool {
+    let name = name_of(app).to_string();
+    let namespace = namespace_of(app).to_string();
+    let project_name = match str_at(app, "/spec/project") {
+        "" => "default",
+        p => p,
+    };
+    let server = match str_at(app, "/spec/destination/server") {
+        "" if str_at(app, "/spec/destination/name") == "in-cluster" => {
+            super::appproject::IN_CLUSTER_SERVER
+        }
+        s => s,
+    };
+    let destination = str_at(app, "/spec/destination/namespace").to_string();
+    let project = shared
+        .registry
+        .find("argoproj.io", "v1alpha1", "appprojects")
+        .and_then(|rt| shared.store.get(&rt.gvr(), &namespace, project_name));
+    let invalid: Vec<String> = match &project {
+        None => vec![format!(
+            "Application referencing project {project_name} which does not exist"
+        )],
+        Some(object) => {
+            let project = super::appproject::Project {
+                name: project_name,
+                spec: &object["spec"],
+            };
+            let source = gitops::application_source(app);
+            project.spec_problems(str_at(&source, "/repoURL"), server, &destination)
+        }
+    };
+    if !invalid.is_empty() {
+        let conditions: Vec<Value> = invalid
+            .iter()
+            .map(|m| {
+                json!({"type": "InvalidSpecError", "message": m,
+                       "lastTransitionTime": kept_condition_time(app, "InvalidSpecError")})
+            })
+            .collect();
+        let unchanged = app
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|old| {
+                old.len() == conditions.len()
+                    && old
+                        .iter()
+                        .zip(&conditions)
+                        .all(|(a, b)| a["type"] == b["type"] && a["message"] == b["message"])
+            });
+        if !unchanged {
+            tracing::info!(app = %name, problems = ?invalid, "lab Argo CD: Application spec invalid for its project");
+            write(shared, apps_rt, &namespace, &name, |app| {
+                let mut status = base_status(app, sync, "Unknown", ("Unknown", None), &[]);
+                status["conditions"] = json!(conditions);
+                status
+            });
+        }
+        sync.since = Instant::now();
+        return false;
+    }
+    if sync.permitted {
+        return true;
+    }
+    let Some(project_object) = project else {
+        return false;
+    };
+    let project = super::appproject::Project {
+        name: project_name,
+        spec: &project_object["spec"],
+    };
+    let objects: Vec<Value> = match &sync.waves {
+        Ok(waves) => waves.iter().flat_map(|(_, o)| o.clone()).collect(),
+        Err(_) => {
+            sync.permitted = true;
+            return true;
+        }
+    };
+    let mut failed: Vec<Value> = Vec::new();
+    let mut check = |group: &str,
+                     version: &str,
+                     kind: &str,
+                     ns: &str,
+                     object_name: &str,
+                     namespaced: bool| {
+        if let Some(message) = project.resource_problem(group, kind, namespaced, server, ns) {
+            failed.push(json!({
+                "group": group, "version": version, "kind": kind, "namespace": ns,
+                "name": object_name, "status": "SyncFailed", "message": message,
+                "syncPhase": if kind == "Namespace" && group.is_empty() { "PreSync" } else { "Sync" },
+            }));
+        }
+    };
+    // CreateNamespace=true: gitops-engine adds a PreSync task for the destination namespace
+    // unless the manifests hold it; Argo CD's `syncNamespace` keeps it when the namespace does
+    // not exist yet or `managedNamespaceMetadata` is set.
+    let create_namespace = app
+        .pointer("/spec/syncPolicy/syncOptions")
+        .and_then(Value::as_array)
+        .is_some_and(|o| o.iter().any(|x| x == "CreateNamespace=true"));
+    if create_namespace && !destination.is_empty() {
+        let in_manifests = objects
+            .iter()
+            .any(|o| str_at(o, "/kind") == "Namespace" && name_of(o) == destination);
+        let namespaces = builtin(shared, "", "namespaces");
+        let exists = shared
+            .store
+            .get(&namespaces.gvr(), "", &destination)
+            .is_some();
+        let managed = app
+            .pointer("/spec/syncPolicy/managedNamespaceMetadata")
+            .is_some();
+        if !in_manifests && (!exists || managed) {
+            check("", "v1", "Namespace", "", &destination, false);
+        }
+    }
+    for object in &objects {
+        // A kind the cluster does not serve yet (its CRD comes in this sync) skips the
+        // validator, as in gitops-engine's `getSyncTasks`.
+        let Some(resource) = resource_of(shared, object) else {
+            continue;
+        };
+        let api_version = str_at(object, "/apiVersion");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ns = match (resource.namespaced, str_at(object, "/metadata/namespace")) {
+            (false, _) => "",
+            (true, "") => destination.as_str(),
+            (true, ns) => ns,
+        };
+        check(
+            group,
+            version,
+            str_at(object, "/kind"),
+            ns,
+            name_of(object),
+            resource.namespaced,
+        );
+    }
+    if failed.is_empty() {
+        sync.permitted = true;
+        return true;
+    }
+    let messages: Vec<&str> = failed
+        .iter()
+        .filter_map(|f| f["message"].as_str())
+        .collect();
+    tracing::info!(app = %name, problems = ?messages, "lab Argo CD: sync tasks not permitted by the project");
+    let operation_message = "one or more synchronization tasks are not valid";
+    write(shared, apps_rt, &namespace, &name, |app| {
+        let mut status = base_status(app, sync, "OutOfSync", ("Missing", None), &[]);
+        let mut state = operation_state(app, sync, "Failed", operation_message, &[]);
+        state["syncResult"]["resources"] = json!(failed);
+        status["operationState"] = state;
+        status["conditions"] = json!([{
+            "type": "SyncError",
+            "message": format!("Failed last sync attempt to [{}]: {operation_message}", sync.revision),
+            "lastTransitionTime": kept_condition_time(app, "SyncError"),
+        }]);
+        status
+    });
+    sync.done = true;
+    false
 }

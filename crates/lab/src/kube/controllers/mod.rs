@@ -29,6 +29,7 @@
 //! memory; what they concluded lives in the objects' status, so a restarted lab picks up where
 //! it was (a rolled-out Deployment stays rolled out).
 
+mod appproject;
 mod argocd;
 mod cluster;
 mod endpoints;

@@ -393,7 +393,7 @@ fn bind(shared: &Shared, claim: &Value, class: &Value, provisioner: &str) {
             "volumeAttributes": class.get("parameters").cloned().unwrap_or_else(|| json!({})),
         });
     } else {
-        spec["hostPath"] = json!({"path": format!("/var/local-path-provisioner/{volume}_{ns}_{name}"), "type": "DirectoryOrCreate"});
+        spec["hostPath"] = json!({"path": format!("/var/local/local-path-provisioner/{volume}_{ns}_{name}"), "type": "DirectoryOrCreate"});
     }
     let pv = json!({
         "apiVersion": "v1",

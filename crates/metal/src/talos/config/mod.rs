@@ -35,7 +35,10 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 pub use builder::BootstrapConfig;
-pub use patch::ConfigPatch;
+pub use patch::{
+    ConfigPatch, MAX_EXPANDED_NODES, MAX_EXPANDED_SCALAR_BYTES, MAX_PATCH_BYTES, MAX_PATCH_DEPTH,
+    read_patch_file,
+};
 
 use crate::talos::TalosVersion;
 

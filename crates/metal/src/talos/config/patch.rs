@@ -82,6 +82,76 @@ const REPLACED: &[&[&str]] = &[
     &["cluster", "apiServer", "auditPolicy"],
 ];
 
+/// The largest patch accepted, in bytes (a file given as `@file`, or inline text): 1 MiB. A
+/// Talos machine configuration is a few kilobytes; even `cluster.inlineManifests` rarely
+/// approaches this.
+pub const MAX_PATCH_BYTES: u64 = 1 << 20;
+
+/// The most nodes (mappings, sequences and scalars) a patch may hold once its YAML aliases are
+/// expanded. Each alias is expanded into a copy of its anchor's node, so a few hundred bytes of
+/// nested aliases ("billion laughs") can stand for billions of nodes; a patch whose expansion
+/// would pass this bound (or [`MAX_EXPANDED_SCALAR_BYTES`]) is refused while it is parsed, before
+/// the copy is made. Memory is therefore bounded by construction.
+pub const MAX_EXPANDED_NODES: usize = 100_000;
+
+/// The most bytes of scalar text a patch may hold once its YAML aliases are expanded: 4 MiB.
+pub const MAX_EXPANDED_SCALAR_BYTES: usize = 4 << 20;
+
+/// The deepest nesting of mappings and sequences in a patch (the parser recurses once per
+/// level; a Talos configuration is less than ten levels deep).
+pub const MAX_PATCH_DEPTH: usize = 64;
+
+/// Reads a patch file given as `--config-patch @path`: it must be a regular file (not a
+/// device, FIFO or directory: `@/dev/zero` is refused at once rather than read forever) of at
+/// most [`MAX_PATCH_BYTES`], in UTF-8. At most `MAX_PATCH_BYTES + 1` bytes are ever read,
+/// whatever the file claims its size is. Returns the reason when it is refused.
+pub fn read_patch_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let not_regular = |m: &std::fs::Metadata| {
+        format!(
+            "{} is not a regular file ({}); give a YAML file",
+            path.display(),
+            if m.is_dir() {
+                "a directory"
+            } else {
+                "a device, FIFO or socket"
+            }
+        )
+    };
+    // Checked before opening: opening a FIFO for reading would wait for a writer.
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let too_big = || {
+        format!(
+            "{} is larger than {} bytes (1 MiB), the most a config patch may be",
+            path.display(),
+            MAX_PATCH_BYTES
+        )
+    };
+    if meta.len() > MAX_PATCH_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PATCH_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_PATCH_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}
+
 /// A position in a patch: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pos {
@@ -375,8 +445,47 @@ fn display_path(keys: &[&str]) -> String {
 
 /// Parses the single YAML document of a patch into a tree with positions.
 fn parse_document(source: &str, text: &str) -> Result<PNode, TalosError> {
+    let at_start = Pos { line: 1, column: 1 };
+    if text.len() as u64 > MAX_PATCH_BYTES {
+        return Err(patch_error(
+            source,
+            at_start,
+            format!(
+                "the patch is {} bytes, more than {MAX_PATCH_BYTES} (1 MiB), the most a config \
+                 patch may be",
+                text.len()
+            ),
+        ));
+    }
+    // A streaming pass with serde-saphyr's budget first (no tree is built): it bounds nesting
+    // (the parser below recurses once per level), node and alias counts. Its budget counts
+    // aliases but not what they expand to; `Expansion` below bounds that. Invalid YAML is left to
+    // the parser below, which reports it with its position.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_PATCH_DEPTH;
+    budget.max_nodes = MAX_EXPANDED_NODES;
+    budget.max_aliases = MAX_EXPANDED_NODES;
+    budget.max_total_scalar_bytes = MAX_EXPANDED_SCALAR_BYTES;
+    if let Ok(report) = serde_saphyr::budget::check_yaml_budget(
+        text,
+        budget,
+        serde_saphyr::budget::EnforcingPolicy::AllContent,
+    ) && let Some(breach) = report.breached
+    {
+        return Err(patch_error(
+            source,
+            at_start,
+            format!(
+                "the patch exceeds cto's YAML limits ({breach:?}; at most {MAX_PATCH_DEPTH} \
+                 levels of nesting and {MAX_EXPANDED_NODES} nodes)"
+            ),
+        ));
+    }
     let mut parser = Parser::new_from_str(text);
-    let mut anchors = HashMap::new();
+    let mut anchors = Anchors {
+        nodes: HashMap::new(),
+        expansion: Expansion::default(),
+    };
     let mut root = None;
     loop {
         let (event, span) = next_event(source, &mut parser)?;
@@ -413,7 +522,46 @@ fn parse_document(source: &str, text: &str) -> Result<PNode, TalosError> {
     }
 }
 
-type Anchors = HashMap<usize, PNode>;
+/// The anchors seen so far (each with the size of its node) and the size of the document
+/// parsed so far, aliases expanded.
+struct Anchors {
+    nodes: HashMap<usize, (PNode, Expansion)>,
+    expansion: Expansion,
+}
+
+/// The size of (part of) a document with its aliases expanded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Expansion {
+    nodes: usize,
+    scalar_bytes: usize,
+}
+
+impl Expansion {
+    /// Adds `more`, or says why the document would grow beyond the bounds.
+    fn add(&mut self, more: Expansion) -> Result<(), String> {
+        let nodes = self.nodes.saturating_add(more.nodes);
+        let scalar_bytes = self.scalar_bytes.saturating_add(more.scalar_bytes);
+        if nodes > MAX_EXPANDED_NODES || scalar_bytes > MAX_EXPANDED_SCALAR_BYTES {
+            return Err(format!(
+                "the patch's YAML aliases expand beyond cto's bound of {MAX_EXPANDED_NODES} nodes \
+                 and {MAX_EXPANDED_SCALAR_BYTES} bytes of text (an alias bomb?); write the \
+                 values out instead of aliasing them"
+            ));
+        }
+        *self = Expansion {
+            nodes,
+            scalar_bytes,
+        };
+        Ok(())
+    }
+
+    fn since(self, before: Expansion) -> Expansion {
+        Expansion {
+            nodes: self.nodes - before.nodes,
+            scalar_bytes: self.scalar_bytes - before.scalar_bytes,
+        }
+    }
+}
 
 /// The next event that is part of the document's data (comments and anchor names skipped).
 fn next_event<'a>(
@@ -480,8 +628,16 @@ fn parse_node<'a>(
         },
     };
 
+    let before = anchors.expansion;
     let (anchor, node) = match event {
         Event::Scalar(text, style, anchor, tag) => {
+            anchors
+                .expansion
+                .add(Expansion {
+                    nodes: 1,
+                    scalar_bytes: text.len(),
+                })
+                .map_err(|reason| fail(at, reason))?;
             let tag = check_tag(
                 tag.as_deref(),
                 &["str", "null", "bool", "int", "float", "timestamp"],
@@ -498,6 +654,13 @@ fn parse_node<'a>(
         }
         Event::SequenceStart(_, anchor, tag) => {
             check_tag(tag.as_deref(), &["seq"])?;
+            anchors
+                .expansion
+                .add(Expansion {
+                    nodes: 1,
+                    scalar_bytes: 0,
+                })
+                .map_err(|reason| fail(at, reason))?;
             let mut items = Vec::new();
             loop {
                 let (event, span) = next_event(source, parser)?;
@@ -516,6 +679,13 @@ fn parse_node<'a>(
         }
         Event::MappingStart(_, anchor, tag) => {
             check_tag(tag.as_deref(), &["map"])?;
+            anchors
+                .expansion
+                .add(Expansion {
+                    nodes: 1,
+                    scalar_bytes: 0,
+                })
+                .map_err(|reason| fail(at, reason))?;
             let mut entries: Vec<PEntry> = Vec::new();
             loop {
                 let (event, span) = next_event(source, parser)?;
@@ -561,9 +731,15 @@ fn parse_node<'a>(
             )
         }
         Event::Alias(id) => {
-            let target = anchors
+            let (target, size) = anchors
+                .nodes
                 .get(&id)
                 .ok_or_else(|| fail(at, "alias to an unknown anchor".to_owned()))?;
+            // Counted before the copy is made, so an alias bomb never allocates.
+            anchors
+                .expansion
+                .add(*size)
+                .map_err(|reason| fail(at, reason))?;
             return Ok(PNode {
                 at,
                 value: target.value.clone(),
@@ -577,7 +753,8 @@ fn parse_node<'a>(
         }
     };
     if anchor != 0 {
-        anchors.insert(anchor, node.clone());
+        let size = anchors.expansion.since(before);
+        anchors.nodes.insert(anchor, (node.clone(), size));
     }
     Ok(node)
 }
@@ -1223,5 +1400,69 @@ cluster:
         let p = ConfigPatch::parse("@cilium.yaml", "cluster: {proxy: {disabled: true}}").unwrap();
         assert_eq!(p.source(), "@cilium.yaml");
         assert_eq!(p.text(), "cluster: {proxy: {disabled: true}}");
+    }
+
+    /// A "billion laughs" patch: nine levels of nine aliases each, about 500 bytes standing for
+    /// 9^9 (387 million) scalars.
+    fn alias_bomb() -> String {
+        let mut text = String::from(
+            "machine:\n  nodeLabels:\n    x: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+        );
+        for level in 1..9 {
+            let prev = format!("*a{}", level - 1);
+            let items = [prev.as_str(); 9].join(", ");
+            text.push_str(&format!("    l{level}: &a{level} [{items}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_while_parsing() {
+        let bomb = alias_bomb();
+        assert!(bomb.len() < 600, "{}", bomb.len());
+        let err = ConfigPatch::parse("bomb.yaml", &bomb).unwrap_err();
+        assert!(err.to_string().contains("aliases expand beyond"), "{err}");
+        // A few aliases within the bound are still YAML as Talos reads it.
+        let ok = "machine:\n  certSANs: &s [a, b]\n  nodeLabels: {x: &v one, y: *v}\n";
+        ConfigPatch::parse("ok.yaml", ok).unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_and_oversized_patches_are_refused() {
+        let deep = format!(
+            "machine:\n  nodeLabels: {}{}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let err = ConfigPatch::parse("deep.yaml", &deep).unwrap_err();
+        assert!(err.to_string().contains("limits"), "{err}");
+        let big = format!(
+            "machine:\n  nodeLabels:\n    x: \"{}\"\n",
+            "a".repeat(1 << 20)
+        );
+        let err = ConfigPatch::parse("big.yaml", &big).unwrap_err();
+        assert!(err.to_string().contains("1 MiB"), "{err}");
+    }
+
+    #[test]
+    fn patch_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.yaml");
+        std::fs::write(&ok, "machine: {}\n").unwrap();
+        assert_eq!(read_patch_file(&ok).unwrap(), "machine: {}\n");
+
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; (MAX_PATCH_BYTES + 1) as usize]).unwrap();
+        assert!(read_patch_file(&big).unwrap_err().contains("1 MiB"));
+
+        let e = read_patch_file(dir.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = read_patch_file(std::path::Path::new("/dev/zero")).unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let e = read_patch_file(&dir.path().join("missing.yaml")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
     }
 }
