@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::harness::{User, describe, ip_block, run};
+use crate::harness::{User, describe, run};
 use crate::kubectl::{items, kubectl_json, wait_for_kube_api};
 use crate::platform::{Lab, free_port};
 
@@ -64,7 +64,7 @@ fn the_repository_setting_reaches_every_category_application() {
     let lab = Lab::serve(
         dir.path(),
         free_port(),
-        json!({"time_scale": 0.002, "ip_block": ip_block(), "git_repos": {REPO: root}}),
+        json!({"time_scale": 0.002, "git_repos": {REPO: root}}),
     );
     let user = User::new();
     let state = user.state_dir("g");
@@ -121,7 +121,7 @@ fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
     let lab = Lab::serve(
         dir.path(),
         free_port(),
-        json!({"time_scale": 0.002, "ip_block": ip_block(), "git_repos": {REPO: root}}),
+        json!({"time_scale": 0.002, "git_repos": {REPO: root}}),
     );
     let user = User::new();
     let state = user.state_dir("n");
