@@ -350,3 +350,84 @@ mod preflight {
         }
     }
 }
+
+/// Applications whose path or revision the repository does not have: the lab's Argo CD
+/// (which clones the repository) reports Argo CD's `ComparisonError`s, and the install names
+/// them when `--sync-timeout` passes.
+#[test]
+fn a_missing_path_or_revision_is_a_comparison_error_with_argo_cds_message() {
+    let server = crate::git_http::GitServer::start(None);
+    let base = format!("{}/platform.git", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let root = repository(dir.path(), |gitops| {
+        // The repository itself is an allowed source of the standard profile's components.
+        let project = gitops.join("apps/standard/project.yaml");
+        let text = std::fs::read_to_string(&project).unwrap();
+        std::fs::write(
+            &project,
+            text.replacen(
+                "  sourceRepos:\n",
+                &format!("  sourceRepos:\n  - {base}\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        for (name, revision, path) in [
+            ("no-path", "main", "gitops/nope"),
+            ("no-revision", "v0.0.0-missing", "gitops/platform/core"),
+        ] {
+            std::fs::write(
+                gitops.join(format!("platform/core/{name}.yaml")),
+                format!(
+                    "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: argocd\n  annotations:\n    argocd.argoproj.io/sync-wave: '1'\nspec:\n  project: platform\n  source:\n    repoURL: {base}\n    targetRevision: {revision}\n    path: {path}\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: cert-manager\n"
+                ),
+            )
+            .unwrap();
+        }
+    });
+    let url = server.repository(
+        "platform",
+        &crate::git_http::files_of(&root.join("gitops"), "gitops"),
+    );
+    assert_eq!(url, base);
+    let lab = Lab::serve(
+        dir.path(),
+        free_port(),
+        json!({"time_scale": 0.002, "ip_block": ip_block()}),
+    );
+    let user = User::new();
+    let state = user.state_dir("c");
+    let out = run(
+        lab.cto(&user),
+        &[
+            "install",
+            "--cluster-name",
+            "c",
+            "--nodes",
+            "2",
+            "--yes",
+            "--sync-timeout",
+            "1",
+            "--gitops-repo",
+            &url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            STOP,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-path (Unknown") && err.contains("gitops/nope: app path does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-revision (Unknown")
+            && err.contains("unable to resolve 'v0.0.0-missing' to a commit SHA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ComparisonError: Failed to load target state"),
+        "{err}"
+    );
+}
