@@ -212,10 +212,15 @@ pub struct HealthArgs {
 /// `cto destroy`.
 #[derive(Debug, Clone, Args)]
 pub struct DestroyArgs {
-    /// Cluster name: servers named `<name>-cp-N` / `<name>-worker-N` are found even without a
-    /// checkpoint.
+    /// Cluster name: without a checkpoint, the servers carrying the cluster's tag
+    /// (`cto-cluster-<name>`) are found.
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// Without a checkpoint, also offer servers that merely have the cluster's hostnames
+    /// (`<name>-cp-N`, `<name>-worker-N`) but not its tag. Each is listed and must be confirmed
+    /// (`--yes` without a terminal).
+    #[arg(long)]
+    pub match_hostname: bool,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,

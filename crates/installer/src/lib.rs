@@ -14,6 +14,7 @@ pub mod gitops_source;
 pub mod health;
 pub mod kubeconfig_merge;
 pub mod orchestrator;
+pub mod ownership;
 mod poll;
 pub mod spec;
 pub mod step;

@@ -13,6 +13,7 @@
 //! | `node.noboot` | `HOSTNAME` | that server deploys but Talos never answers on :50000; repeatable |
 //! | `stock.vanish` | `SITE` | the site stays listed `in_stock` but every order there gets Latitude's `422` "no stock"; repeatable |
 //! | `argocd.degraded` | `APP` | the Argo CD Application stays `Degraded` (mapped onto [`crate::LabConfig::argocd_degraded`]); repeatable |
+//! | `order.lost` | `HOSTNAME[:N]` | the first order of that hostname is created but its answer is lost (the connection drops), and the new server is left out of the next N server listings (default 1), as a listing that lags behind would; repeatable |
 //! | `faults.seed` | integer | seed of the random draws (default 0), so a run can be replayed |
 //!
 //! Unknown keys and bad values are refused with a message naming them.
@@ -76,6 +77,8 @@ pub struct FaultSpec {
     pub argocd_degraded: Vec<String>,
     /// Seed of the random draws.
     pub seed: u64,
+    /// `order.lost`: hostname → how many listings leave the new server out.
+    pub order_lost: Vec<(String, u32)>,
 }
 
 impl Default for FaultSpec {
@@ -90,6 +93,7 @@ impl Default for FaultSpec {
             stock_vanish: Vec::new(),
             argocd_degraded: Vec::new(),
             seed: 0,
+            order_lost: Vec::new(),
         }
     }
 }
@@ -104,7 +108,7 @@ pub struct FaultSpecError {
     pub reason: String,
 }
 
-const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, stock.vanish, argocd.degraded, faults.seed";
+const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, stock.vanish, argocd.degraded, order.lost, faults.seed";
 
 fn probability(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -195,6 +199,17 @@ impl FromStr for FaultSpec {
                     out.server_fail.push((hostname(host).map_err(err)?, count));
                 }
                 ("node.noboot", _) => out.node_noboot.push(hostname(value).map_err(err)?),
+                ("order.lost", _) => {
+                    let (host, hide) = match value.rsplit_once(':') {
+                        Some((host, n)) => (
+                            host,
+                            n.parse::<u32>()
+                                .map_err(|_| err(format!("{n:?} is not a number of listings")))?,
+                        ),
+                        None => (value, 1),
+                    };
+                    out.order_lost.push((hostname(host).map_err(err)?, hide));
+                }
                 ("stock.vanish", _) => {
                     if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                         return Err(err(format!("{value:?} is not a site slug such as MIA2")));
@@ -280,6 +295,11 @@ impl fmt::Display for FaultSpec {
                 .iter()
                 .map(|a| format!("argocd.degraded={a}")),
         );
+        entries.extend(
+            self.order_lost
+                .iter()
+                .map(|(h, n)| format!("order.lost={h}:{n}")),
+        );
         if self.seed != 0 {
             entries.push(format!("faults.seed={}", self.seed));
         }
@@ -310,6 +330,7 @@ impl FaultSpec {
             && self.node_noboot.is_empty()
             && self.stock_vanish.is_empty()
             && self.argocd_degraded.is_empty()
+            && self.order_lost.is_empty()
     }
 }
 
@@ -340,6 +361,9 @@ pub(crate) struct Faults {
     pub spec: FaultSpec,
     rng: Mutex<StdRng>,
     failed_orders: Mutex<HashMap<String, u32>>,
+    /// `order.lost`: hostnames whose lost order was spent, and server id → listings it is
+    /// still left out of.
+    lost_orders: Mutex<(Vec<String>, HashMap<String, u32>)>,
 }
 
 impl Faults {
@@ -349,6 +373,7 @@ impl Faults {
             spec,
             rng: Mutex::new(rng),
             failed_orders: Mutex::new(HashMap::new()),
+            lost_orders: Mutex::new((Vec::new(), HashMap::new())),
         }
     }
 
@@ -418,6 +443,39 @@ impl Faults {
             tracing::info!(%hostname, "injected fault: this server will fail its deployment");
         }
         doomed
+    }
+
+    /// Whether the answer to this new order of `hostname` (server `id`) is lost
+    /// (`order.lost`, once per hostname); the server is then hidden from the next listings.
+    pub fn order_answer_lost(&self, hostname: &str, id: &str) -> bool {
+        let Some((_, hide)) = self.spec.order_lost.iter().find(|(h, _)| h == hostname) else {
+            return false;
+        };
+        let mut lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.0.iter().any(|h| h == hostname) {
+            return false;
+        }
+        lost.0.push(hostname.to_owned());
+        if *hide > 0 {
+            lost.1.insert(id.to_owned(), *hide);
+        }
+        tracing::info!(%hostname, %id, hide, "injected fault: order answer lost");
+        true
+    }
+
+    /// Whether `order.lost` keeps server `id` out of the listing being served.
+    pub fn hidden_from_listing(&self, id: &str) -> bool {
+        let lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        lost.1.contains_key(id)
+    }
+
+    /// Counts one served server listing against the `order.lost` hiding.
+    pub fn listing_served(&self) {
+        let mut lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        lost.1.retain(|_, n| {
+            *n -= 1;
+            *n > 0
+        });
     }
 
     /// Whether orders at `site` are refused for lack of stock.

@@ -44,6 +44,18 @@ pub(crate) fn directory(
         .and_then(Value::as_str)
         .unwrap_or("");
     let recurse = source.pointer("/directory/recurse") == Some(&Value::Bool(true));
+    let fetched;
+    let repo = match repo {
+        Repo::Remote(url) => {
+            let revision = match source.pointer("/targetRevision").and_then(Value::as_str) {
+                None | Some("") => "HEAD",
+                Some(r) => r,
+            };
+            fetched = fetch(url, revision)?;
+            &fetched
+        }
+        other => other,
+    };
     let files = manifests(repo, path, recurse)?;
     let dir = clean(path);
     let kustomization = files.iter().find(|(f, _)| {
@@ -59,13 +71,21 @@ pub(crate) fn directory(
             .cloned()
             .unwrap_or_default();
         let objects = crate::kustomize::render(&dir, &files, &k, &patches)?;
-        return Ok((revision(&files), objects, "Kustomize"));
+        return Ok((commit_of(repo, &files), objects, "Kustomize"));
     }
     let mut objects = Vec::new();
     for (file, text) in &files {
         objects.extend(parse(file, text)?);
     }
-    Ok((revision(&files), objects, "Directory"))
+    Ok((commit_of(repo, &files), objects, "Directory"))
+}
+
+/// The revision Argo CD reports: the commit of a fetched repository, else a content hash.
+fn commit_of(repo: &Repo, files: &[(String, String)]) -> String {
+    match repo {
+        Repo::Fetched(commit, _) => commit.clone(),
+        _ => revision(files),
+    }
 }
 
 /// The URL of this repository.
@@ -78,6 +98,12 @@ pub(crate) enum Repo {
     Embedded,
     /// A local directory (the repository root).
     Dir(PathBuf),
+    /// A Git repository served over HTTP on loopback, cloned at the Application's
+    /// `targetRevision` with gitoxide (the smart HTTP protocol, as Argo CD's repo server
+    /// fetches).
+    Remote(String),
+    /// The YAML files of a fetched commit: (commit id, files).
+    Fetched(String, Vec<(String, String)>),
 }
 
 fn normalize(url: &str) -> String {
@@ -98,7 +124,88 @@ pub(crate) fn resolve(config: &LabConfig, url: &str) -> Option<Repo> {
     {
         return Some(Repo::Dir(dir.clone()));
     }
+    if url.trim().starts_with("http://") && metal::latitude::client::is_loopback_url(url.trim()) {
+        return Some(Repo::Remote(url.trim().to_string()));
+    }
     (wanted == normalize(CTO_REPO_URL) || wanted.ends_with("/cto")).then_some(Repo::Embedded)
+}
+
+/// Fetches `url` at `revision` (a branch or tag: shallow; a commit id: the default refs) into
+/// a temporary bare repository and reads every YAML file of that commit. The fetch runs on
+/// its own thread: gitoxide's blocking HTTP client must not run on the lab's async workers.
+/// Errors carry Argo CD's wording where it has one (`unable to resolve '<rev>' to a commit
+/// SHA`).
+pub(crate) fn fetch(url: &str, revision: &str) -> Result<Repo, String> {
+    let (url, revision) = (url.to_string(), revision.to_string());
+    std::thread::spawn(move || fetch_blocking(&url, &revision))
+        .join()
+        .unwrap_or_else(|_| Err("the Git fetch panicked".into()))
+}
+
+fn fetch_blocking(url: &str, revision: &str) -> Result<Repo, String> {
+    use std::sync::atomic::AtomicBool;
+    let scratch = tempfile::Builder::new()
+        .prefix("lab-git-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    let commit_id = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut prepare =
+        gix::prepare_clone_bare(url, scratch.path()).map_err(|e| format!("{url}: {e}"))?;
+    if !commit_id {
+        prepare = prepare
+            .with_ref_name(Some(revision))
+            .map_err(|e| format!("{url}: {e}"))?
+            .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
+                std::num::NonZeroU32::MIN,
+            ));
+    }
+    let unresolved = || format!("unable to resolve '{revision}' to a commit SHA");
+    let (repo, _) = prepare
+        .fetch_only(gix::progress::Discard, &AtomicBool::new(false))
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("didn't have any ref that matched") {
+                unresolved()
+            } else {
+                format!("failed to list refs: {url}: {text}")
+            }
+        })?;
+    let commit = if commit_id {
+        let id = gix::ObjectId::from_hex(revision.as_bytes()).map_err(|_| unresolved())?;
+        repo.find_commit(id).map_err(|_| unresolved())?
+    } else {
+        [
+            format!("refs/heads/{revision}"),
+            format!("refs/tags/{revision}"),
+        ]
+        .iter()
+        .find_map(|name| {
+            repo.try_find_reference(name.as_str())
+                .ok()
+                .flatten()
+                .and_then(|mut r| r.peel_to_commit().ok())
+        })
+        .ok_or_else(unresolved)?
+    };
+    let id = commit.id.to_string();
+    let tree = commit.tree().map_err(|e| format!("{url} {id}: {e}"))?;
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(|e| format!("{url} {id}: {e}"))?;
+    let mut files = Vec::new();
+    for entry in recorder.records {
+        let path = entry.filepath.to_string();
+        if !entry.mode.is_blob() || !is_manifest(&path) {
+            continue;
+        }
+        let object = repo
+            .find_object(entry.oid)
+            .map_err(|e| format!("{url} {id} {path}: {e}"))?;
+        files.push((path, String::from_utf8_lossy(&object.data).into_owned()));
+    }
+    files.sort();
+    Ok(Repo::Fetched(id, files))
 }
 
 fn clean(path: &str) -> String {
@@ -170,6 +277,16 @@ pub(crate) fn manifests(
                 .map(|(f, t)| (f.to_string(), t.to_string()))
                 .collect()
         }
+        Repo::Fetched(_, all) => {
+            let exists = all
+                .iter()
+                .any(|(f, _)| dir.is_empty() || f.starts_with(&format!("{dir}/")));
+            if !exists {
+                return Err(missing());
+            }
+            all.clone()
+        }
+        Repo::Remote(url) => return Err(format!("{url}: not fetched")),
         Repo::Dir(root) => {
             let target = root.join(&dir);
             if !target.is_dir() {

@@ -44,6 +44,20 @@ pub(crate) struct World {
     /// Live servers in creation order; deleted servers are removed.
     pub servers: Vec<Server>,
     pub ssh_keys: Vec<SshKey>,
+    /// The team's tags (`POST /tags`); servers refer to them by id.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// A tag of the team (Latitude tags belong to the team, not to a project: `GET /tags` "List all
+/// Tags in the team", `latitudesh-go-sdk` `docs/sdks/tags/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Tag {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub color: String,
 }
 
 /// Requests the lab has answered (see `GET /_lab/stats`).
@@ -173,6 +187,7 @@ impl World {
             catalogue: catalogue::seed(),
             servers: Vec::new(),
             ssh_keys: Vec::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -244,6 +259,10 @@ impl World {
 
     pub fn server(&self, id: &str) -> Option<&Server> {
         self.servers.iter().find(|s| s.id == id)
+    }
+
+    pub fn tag(&self, id: &str) -> Option<&Tag> {
+        self.tags.iter().find(|t| t.id == id)
     }
 
     pub fn server_mut(&mut self, id: &str) -> Option<&mut Server> {

@@ -108,6 +108,10 @@ fn the_repository_setting_reaches_every_category_application() {
     }
 }
 
+/// The repository (served by `git http-backend`) with `Namespace` removed from the standard
+/// profile's AppProject: the lab's Argo CD, which clones it, refuses the sync with Argo CD's
+/// message, the install exits 1 naming the Application, and `gitops-check` flags the same
+/// tree (xtask `create_namespace_needs_namespace_in_the_project`).
 #[test]
 fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,15 +122,33 @@ fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
         assert_ne!(text, without, "the project permits Namespace");
         std::fs::write(&project, without).unwrap();
     });
-    let lab = Lab::serve(
-        dir.path(),
-        free_port(),
-        json!({"time_scale": 0.002, "git_repos": {REPO: root}}),
+    let server = crate::git_http::GitServer::start(None);
+    let url = server.repository(
+        "platform",
+        &crate::git_http::files_of(&root.join("gitops"), "gitops"),
     );
+    let lab = Lab::serve(dir.path(), free_port(), json!({"time_scale": 0.002}));
     let user = User::new();
     let state = user.state_dir("n");
     let started = std::time::Instant::now();
-    let out = install(&lab, &user, &state, "n");
+    let out = run(
+        lab.cto(&user),
+        &[
+            "install",
+            "--cluster-name",
+            "n",
+            "--nodes",
+            "2",
+            "--yes",
+            "--sync-timeout",
+            "10",
+            "--gitops-repo",
+            &url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            STOP,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WaitingGitOpsSync"), "{err}");
@@ -269,14 +291,8 @@ mod preflight {
     fn a_repository_holding_the_tree_passes_and_every_category_application_names_it() {
         let server = GitServer::start(None);
         let url = server.repository("platform", &tree());
-        // The lab's Argo CD reads the same tree from a directory (it does not clone).
-        let dir = tempfile::tempdir().unwrap();
-        for (path, contents) in tree() {
-            let to = dir.path().join(&path);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::write(to, contents).unwrap();
-        }
-        let lab = LabProcess::start(json!({"git_repos": {url.clone(): dir.path()}}));
+        // The lab's Argo CD clones it too (gitoxide over the same smart HTTP).
+        let lab = LabProcess::start(json!({}));
         let user = User::new();
         let state = user.state_dir("r");
         let out = run(
@@ -321,8 +337,89 @@ mod preflight {
             })
             .collect();
         assert!(tree_apps.len() >= 5, "{apps:?}");
+        let head = crate::git_http::git(&server.root.join("platform.git"), &["rev-parse", "main"]);
         for app in tree_apps {
             assert_eq!(app["spec"]["source"]["repoURL"], url.as_str(), "{app}");
+            // Synced at the repository's commit, as Argo CD reports it.
+            assert_eq!(app["status"]["sync"]["revision"], head.as_str(), "{app}");
+            assert_eq!(app["status"]["health"]["status"], "Healthy", "{app}");
         }
     }
+}
+
+/// Applications whose path or revision the repository does not have: the lab's Argo CD
+/// (which clones the repository) reports Argo CD's `ComparisonError`s, and the install names
+/// them when `--sync-timeout` passes.
+#[test]
+fn a_missing_path_or_revision_is_a_comparison_error_with_argo_cds_message() {
+    let server = crate::git_http::GitServer::start(None);
+    let base = format!("{}/platform.git", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let root = repository(dir.path(), |gitops| {
+        // The repository itself is an allowed source of the standard profile's components.
+        let project = gitops.join("apps/standard/project.yaml");
+        let text = std::fs::read_to_string(&project).unwrap();
+        std::fs::write(
+            &project,
+            text.replacen(
+                "  sourceRepos:\n",
+                &format!("  sourceRepos:\n  - {base}\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        for (name, revision, path) in [
+            ("no-path", "main", "gitops/nope"),
+            ("no-revision", "v0.0.0-missing", "gitops/platform/core"),
+        ] {
+            std::fs::write(
+                gitops.join(format!("platform/core/{name}.yaml")),
+                format!(
+                    "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: argocd\n  annotations:\n    argocd.argoproj.io/sync-wave: '1'\nspec:\n  project: platform\n  source:\n    repoURL: {base}\n    targetRevision: {revision}\n    path: {path}\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: cert-manager\n"
+                ),
+            )
+            .unwrap();
+        }
+    });
+    let url = server.repository(
+        "platform",
+        &crate::git_http::files_of(&root.join("gitops"), "gitops"),
+    );
+    assert_eq!(url, base);
+    let lab = Lab::serve(dir.path(), free_port(), json!({"time_scale": 0.002}));
+    let user = User::new();
+    let state = user.state_dir("c");
+    let out = run(
+        lab.cto(&user),
+        &[
+            "install",
+            "--cluster-name",
+            "c",
+            "--nodes",
+            "2",
+            "--yes",
+            "--sync-timeout",
+            "1",
+            "--gitops-repo",
+            &url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            STOP,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-path (Unknown") && err.contains("gitops/nope: app path does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-revision (Unknown")
+            && err.contains("unable to resolve 'v0.0.0-missing' to a commit SHA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ComparisonError: Failed to load target state"),
+        "{err}"
+    );
 }

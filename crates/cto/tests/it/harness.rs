@@ -265,3 +265,53 @@ pub fn events(out: &Output) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Orders a server by hand in the lab's project through Latitude's API (`POST /servers`), the
+/// way a user does outside any install (c2-small-x86 in MIA2). Returns its id.
+pub fn hand_make(url: &str, hostname: &str, os: &str) -> String {
+    use metal::latitude::{ClientConfig, CreateServer, LatitudeClient};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = LatitudeClient::new(ClientConfig::new(
+            url,
+            metal::secret::ApiKey::new(KEY),
+            "proj_lab",
+        ))
+        .unwrap();
+        let order = CreateServer {
+            hostname: hostname.to_owned(),
+            plan: "c2-small-x86".into(),
+            site: "MIA2".into(),
+            operating_system: os.to_owned(),
+            ipxe: (os == "ipxe").then(|| "https://example.invalid/boot.ipxe".to_owned()),
+            ssh_keys: Vec::new(),
+            persistent_netboot: None,
+        };
+        client.create_server(&order).await.unwrap().id
+    })
+}
+
+/// `(status, operating system slug)` of a live server.
+pub fn server_state(lab: &LabProcess, id: &str) -> (String, String) {
+    let body = lab.get(&format!("/servers/{id}"));
+    let a = &body["data"]["attributes"];
+    (
+        a["status"].as_str().unwrap_or_default().to_owned(),
+        a["operating_system"]["slug"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Waits (up to a minute) until the server reports `status`.
+pub fn wait_status(lab: &LabProcess, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server_state(lab, id).0 != status {
+        assert!(Instant::now() < deadline, "{id} never reported {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,6 +12,7 @@ mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
+mod ownership;
 mod platform;
 mod post_install;
 mod rate_limits;

@@ -266,7 +266,7 @@ fn a_failed_deployment_is_replaced_once_after_it_is_gone_and_the_install_complet
 }
 
 #[test]
-fn a_server_that_keeps_failing_stops_naming_it_and_resume_completes_once_the_fault_is_lifted() {
+fn a_server_that_keeps_failing_stops_naming_it_and_resumes_order_no_more_replacements() {
     let user = User::new();
     let world = world(&user);
     let lab = Lab::start(&world, "server.fail=p-worker-1:always");
@@ -292,10 +292,25 @@ fn a_server_that_keeps_failing_stops_naming_it_and_resume_completes_once_the_fau
     assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
     drop(watch);
 
+    // The cap is over the install's life: resuming, even with the fault lifted, orders no
+    // fourth server for the node (the third is still failed) and says so again.
     let lab = lab.restart("");
-    let out = resume(&lab, &user, s);
-    assert_went_all_the_way(&out);
-    assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
+    for _ in 0..2 {
+        let out = resume(&lab, &user, s);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert_eq!(
+            ordered(&events(&out), "p-worker-1"),
+            0,
+            "{}",
+            describe(&out)
+        );
+        let stderr = failure(&out);
+        assert!(
+            stderr.contains("p-worker-1") && stderr.contains("over its life"),
+            "{stderr}"
+        );
+        assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
+    }
 }
 
 #[test]

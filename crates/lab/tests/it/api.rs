@@ -491,3 +491,88 @@ async fn ssh_keys_round_trip() {
     );
     lab.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn tags_are_created_then_attached_with_patch_never_at_order_time() {
+    let lab = harness::start(config(228)).await;
+    let tag = |name: &str| json!({"data": {"type": "tags", "attributes": {"name": name}}});
+    let created = lab.post("/tags", tag("cto-install-abc")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let tag_id = created.body["data"]["id"].as_str().unwrap().to_owned();
+    assert!(tag_id.starts_with("tag_"));
+    assert_eq!(created.body["data"]["type"], "tags");
+    assert_eq!(
+        created.body["data"]["attributes"]["slug"],
+        "cto-install-abc"
+    );
+    assert_eq!(created.body["data"]["attributes"]["color"], "#ffffff");
+    let again = lab.post("/tags", tag("cto-install-abc")).await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(again.body["errors"][0]["code"], "NAME_ALREADY_TAKEN");
+    assert_eq!(
+        again.body["errors"][0]["source"]["pointer"],
+        "/data/attributes/name"
+    );
+    let similar = lab.post("/tags", tag("Tag Name")).await;
+    assert_eq!(similar.status, StatusCode::CREATED);
+    let similar = lab.post("/tags", tag("tag   name")).await;
+    assert_eq!(similar.body["errors"][0]["code"], "NAME_TOO_SIMILAR");
+    let listed = lab.get("/tags", &[]).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+
+    // An order cannot carry tags.
+    let refused = lab
+        .post("/servers", order(json!({"tags": [tag_id.clone()]})))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let server = lab.create(json!({})).await;
+    let id = server["id"].as_str().unwrap().to_owned();
+    let untagged = lab.create(json!({"hostname": "talos-cp-2"})).await;
+
+    let patch = |attributes: Value| json!({"data": {"id": id.clone(), "type": "servers", "attributes": attributes}});
+    let path = format!("/servers/{id}");
+    let send = |body: Value| lab.send(reqwest::Method::PATCH, &path, &[], Some(body));
+    let unknown = send(patch(json!({"tags": ["tag_missing"]}))).await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unknown.body
+    );
+    assert_eq!(
+        unknown.body["errors"][0]["source"]["pointer"],
+        "/data/attributes/tags"
+    );
+    let wrong_type = send(patch(json!({"tags": tag_id.clone()}))).await;
+    assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unpermitted = send(patch(json!({"plan": "c2-large-x86"}))).await;
+    assert_eq!(unpermitted.status, StatusCode::BAD_REQUEST);
+    let ok = send(patch(json!({"tags": [tag_id.clone()]}))).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(
+        ok.body["data"]["attributes"]["tags"],
+        json!([{"id": tag_id, "name": "cto-install-abc", "description": "", "color": "#ffffff"}])
+    );
+    let missing = lab
+        .send(
+            reqwest::Method::PATCH,
+            "/servers/sv_missing",
+            &[],
+            Some(json!({"data": {"type": "servers", "attributes": {"tags": []}}})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let filtered = lab
+        .get("/servers", &[("filter[tags]", tag_id.as_str())])
+        .await;
+    let ids: Vec<&str> = filtered.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert_ne!(untagged["id"], id.as_str());
+    lab.handle.shutdown().await;
+}
