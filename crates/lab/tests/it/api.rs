@@ -494,7 +494,7 @@ async fn ssh_keys_round_trip() {
 
 #[tokio::test]
 async fn tags_are_created_then_attached_with_patch_never_at_order_time() {
-    let lab = harness::start(config(228)).await;
+    let lab = harness::start(config()).await;
     let tag = |name: &str| json!({"data": {"type": "tags", "attributes": {"name": name}}});
     let created = lab.post("/tags", tag("cto-install-abc")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
