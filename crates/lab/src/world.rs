@@ -202,8 +202,9 @@ impl World {
     }
 
     /// Loads `world.json` from `dir`, or creates (and saves) a new world when there is none.
-    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=100`
-    /// (101..=255 are left to test suites that choose their blocks).
+    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=250`. The
+    /// lab then claims the block (see `blocks`), moving a world that has no servers yet to a
+    /// free block when another lab holds this one.
     pub fn load_or_create(
         dir: &Path,
         ip_block: Option<u8>,
@@ -240,7 +241,7 @@ impl World {
                 Ok(world)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=100));
+                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=250));
                 let world = World::new(block, now_ms);
                 world.save(dir)?;
                 Ok(world)
@@ -287,11 +288,27 @@ impl World {
 
     /// The next loopback address: `127.0.<ip_block>.1..=254`, then the following blocks.
     pub fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
+        let ip = self.next_ip()?;
+        self.next_host += 1;
+        Some(ip)
+    }
+
+    /// The address [`World::allocate_ip`] hands out next, without handing it out.
+    pub fn next_ip(&self) -> Option<Ipv4Addr> {
         let block = u32::from(self.ip_block) + self.next_host / 254;
         let host = self.next_host % 254 + 1;
         let block = u8::try_from(block).ok()?;
-        self.next_host += 1;
         Some(Ipv4Addr::new(127, 0, block, host as u8))
+    }
+
+    /// The blocks addresses were handed out from so far (empty for a world without servers
+    /// ever).
+    pub fn used_blocks(&self) -> Vec<u8> {
+        if self.next_host == 0 {
+            return Vec::new();
+        }
+        let last = u32::from(self.ip_block) + (self.next_host - 1) / 254;
+        (self.ip_block..=u8::try_from(last).unwrap_or(u8::MAX)).collect()
     }
 
     /// The next server label, e.g. `LAB0000007`.
@@ -350,7 +367,7 @@ mod tests {
     fn save_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = World::load_or_create(dir.path(), None, 5).unwrap();
-        assert!((10..=100).contains(&w.ip_block));
+        assert!((10..=250).contains(&w.ip_block));
         w.allocate_ip();
         w.counters.reads = 7;
         w.save(dir.path()).unwrap();

@@ -5,32 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 /// The API key tests use; distinctive so a leak into a file is easy to find.
 pub const KEY: &str = "lab-key-7f3a9c2e51";
-
-/// Third octets of lab server addresses: unique per lab in this test binary, so labs running
-/// in parallel never bind the same 127.0.x.y:50000. Above 100, because a lab without an
-/// explicit block (the in-process `--lab`) picks one in 10..=100; the lab crate's own tests use
-/// 201..=230 and this binary's reliability tests 2..=9. This binary's other labs take
-/// 101..=200, then 231..=255.
-static NEXT_BLOCK: AtomicU8 = AtomicU8::new(101);
-
-/// A fresh address block.
-pub fn ip_block() -> u8 {
-    let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-    // 101..=200, then 231..=255 (201..=230 belong to the lab crate's tests).
-    let block = if n <= 200 { n } else { n + 30 };
-    assert!(
-        (101..=225).contains(&n),
-        "more labs than address blocks in one test run"
-    );
-    block
-}
 
 /// The `cto` binary under test.
 pub fn cto_bin() -> &'static str {
@@ -51,9 +31,9 @@ impl LabProcess {
     /// Starts `cto lab serve` with `config` merged over fast test defaults.
     pub fn start(config: Value) -> LabProcess {
         let dir = tempfile::tempdir().unwrap();
+        // No address block: the lab claims a free one, so parallel labs never share one.
         let mut merged = json!({
             "time_scale": 0.002,
-            "ip_block": ip_block(),
         });
         if let (Some(m), Some(c)) = (merged.as_object_mut(), config.as_object()) {
             for (k, v) in c {

@@ -2,6 +2,8 @@
 //! installer can be resumed against the same world.
 
 mod bad_input;
+mod blocks;
+mod conformance;
 mod destroy;
 mod git_http;
 mod gitops;

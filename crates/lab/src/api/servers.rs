@@ -284,12 +284,18 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
     let now = now_ms();
     let rendered = lab.mutate(|world| {
         let order = validate_order(world, &lab, &mut attributes)?;
-        let ip = world.allocate_ip().ok_or_else(|| {
+        let out_of_addresses = || {
             ApiError::validation(vec![ErrorObject::invalid_attribute(
                 "site",
                 "The lab has run out of loopback addresses for servers",
             )])
-        })?;
+        };
+        // Rolling into the next block claims it first: another running lab may hold it.
+        let next = world.next_ip().ok_or_else(out_of_addresses)?;
+        if !lab.blocks.ensure(next.octets()[2]).unwrap_or(false) {
+            return Err(out_of_addresses());
+        }
+        let ip = world.allocate_ip().ok_or_else(out_of_addresses)?;
         let failed = lab.faults.order_fails(&order.hostname);
         let server = Server {
             id: new_id("sv_"),

@@ -736,6 +736,7 @@ mod tests {
             LabConfig::default(),
             dir.to_owned(),
             World::new(214, 0),
+            Default::default(),
         ));
         Api(Arc::new(Node {
             ident: NodeIdent {

@@ -45,10 +45,10 @@ where
 #[tokio::test]
 async fn talos_disks_answer_in_maintenance_and_normal_mode() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let mut cfg = harness::config(226);
+    let mut cfg = harness::config();
     cfg.timeline.talos_install = 100.0;
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 226, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let addr = SocketAddr::from((ip, lab::TALOS_API_PORT));
     lab.create(json!({"hostname": "cp-1"})).await;
 
