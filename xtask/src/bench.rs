@@ -223,13 +223,12 @@ impl World {
         dir: PathBuf,
         options: &Options,
         time_scale: f64,
-        ip_block: u8,
     ) -> Result<World, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         // Latitude's own rate limits (60 reads and 20 writes a modelled minute): the default.
         let config = json!({
+            // No address block: the lab claims a free one.
             "time_scale": time_scale,
-            "ip_block": ip_block,
             "seed": options.seed,
         });
         let lab = Lab::start(bin, &dir, &config.to_string(), None)?;
@@ -365,9 +364,8 @@ fn measure(
     options: &Options,
     mode: Mode,
     time_scale: f64,
-    ip_block: u8,
 ) -> Result<Value, String> {
-    let world = World::create(bin, dir, options, time_scale, ip_block)?;
+    let world = World::create(bin, dir, options, time_scale)?;
     let state = world.dir.join("state");
     let runs = match mode {
         Mode::Cto => {
@@ -545,12 +543,6 @@ fn baseline_scale(options: &Options) -> f64 {
     })
 }
 
-/// A third octet for the bench's labs, away from the test suites' (201 and up) and varying
-/// with the process so two benches rarely collide.
-fn ip_block(offset: u8) -> u8 {
-    10 + ((std::process::id() as u8).wrapping_add(offset.wrapping_mul(97))) % 190
-}
-
 fn bench(options: &Options) -> Result<Value, String> {
     let bin = labproc::build_cto(true)?;
     let help = help_ms(&bin)?;
@@ -566,7 +558,6 @@ fn bench(options: &Options) -> Result<Value, String> {
         options,
         Mode::Cto,
         options.time_scale,
-        ip_block(0),
     );
     let cto = match cto {
         Ok(v) => v,
@@ -581,7 +572,6 @@ fn bench(options: &Options) -> Result<Value, String> {
             options,
             Mode::Sequential,
             scale,
-            ip_block(1),
         ) {
             Ok(v) => Some(v),
             Err(e) => return Err(format!("{e}\n(state kept in {})", dir.display())),

@@ -169,6 +169,10 @@ pub struct InstallArgs {
     /// Continue the install recorded in the state directory.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: trust a node's new Talos maintenance-mode key (HOSTNAME=SPKI, the SPKI
+    /// SHA-256 the error printed) after comparing it with the node's console. Repeatable.
+    #[arg(long, value_name = "HOSTNAME=SPKI", requires = "resume")]
+    pub trust_maintenance_key: Vec<String>,
     /// Stop after this step (kebab-case such as waiting-talos-maintenance, or the step name).
     #[arg(long, value_name = "STEP")]
     pub stop_after: Option<String>,
@@ -220,10 +224,15 @@ pub struct HealthArgs {
 /// `cto destroy`.
 #[derive(Debug, Clone, Args)]
 pub struct DestroyArgs {
-    /// Cluster name: servers named `<name>-cp-N` / `<name>-worker-N` are found even without a
-    /// checkpoint.
+    /// Cluster name: without a checkpoint, the servers carrying the cluster's tag
+    /// (`cto-cluster-<name>`) are found.
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// Without a checkpoint, also offer servers that merely have the cluster's hostnames
+    /// (`<name>-cp-N`, `<name>-worker-N`) but not its tag. Each is listed and must be confirmed
+    /// (`--yes` without a terminal).
+    #[arg(long)]
+    pub match_hostname: bool,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,

@@ -21,7 +21,15 @@ pub fn to_state_dir(state_dir: &Path) {
         options.mode(0o600);
     }
     let file = match options.open(&path) {
-        Ok(f) => f,
+        Ok(f) => {
+            // A log left wider by someone else is narrowed (mode applies only on creation).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+            }
+            f
+        }
         Err(e) => {
             eprintln!(
                 "warning: cannot write the debug log {}: {e}",

@@ -121,7 +121,7 @@ pub enum StepError {
     },
     /// A server kept failing its deployment although it was replaced.
     #[error(
-        "server {hostname} ({id}) reports {status}, after {replaced} replacement(s) in this run that failed the same way; the site may have a hardware or stock problem. Run `cto install --resume` to try again (up to {replaced} more replacements), or `cto destroy` and install with another --region (see `cto regions`)"
+        "server {hostname} ({id}) reports {status}, after {replaced} replacement(s) that failed the same way, the most this install orders for one node over its life; the site may have a hardware or stock problem. `cto destroy` and install with another --region (see `cto regions`), or delete {id} yourself and ask Latitude why it failed"
     )]
     ServerFailedRepeatedly {
         /// Hostname.
@@ -130,7 +130,7 @@ pub enum StepError {
         id: String,
         /// The provider's status.
         status: String,
-        /// Replacements ordered in this run.
+        /// Replacements ordered over the install's life.
         replaced: usize,
     },
     /// The chosen site ran out of stock between validation and the order.

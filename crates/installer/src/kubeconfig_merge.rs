@@ -242,6 +242,38 @@ mod tests {
         }
     }
 
+    /// Issue 13: a world-writable kubeconfig, and world-writable files planted at the temp
+    /// names an earlier cto used (`.NAME.tmp-<pid>`), leave neither the kubeconfig nor its
+    /// backup wider than 0600, and the planted files are never written through.
+    #[cfg(unix)]
+    #[test]
+    fn planted_world_writable_files_cannot_widen_the_kubeconfig() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, cluster("work", "https://work.example:6443")).unwrap();
+        let pid = std::process::id();
+        let planted: Vec<PathBuf> = [format!(".config.tmp-{pid}"), format!(".kc.tmp-{pid}")]
+            .iter()
+            .map(|n| dir.path().join(n))
+            .collect();
+        for p in planted.iter().chain([&path]) {
+            if !p.exists() {
+                std::fs::write(p, "planted").unwrap();
+            }
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        let out = merge_into_file(&cluster("d", "https://10.0.0.1:6443"), &path).unwrap();
+        assert!(out.changed);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&out.backup.unwrap()), 0o600);
+        for p in &planted {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), "planted");
+        }
+        assert_eq!(names(&read(&path), "clusters"), ["work", "d"]);
+    }
+
     #[test]
     fn a_cluster_named_like_a_yaml_1_1_boolean_stays_a_name() {
         let dir = tempfile::tempdir().unwrap();

@@ -14,12 +14,14 @@ pub mod gitops_source;
 pub mod health;
 pub mod kubeconfig_merge;
 pub mod orchestrator;
+pub mod ownership;
 mod poll;
 pub mod spec;
 pub mod step;
 mod steps;
 pub mod storage_plan;
 pub mod vault;
+pub mod vault_tls;
 
 pub use error::{ErrorClass, InstallError, StepError};
 pub use orchestrator::{Orchestrator, RunOptions, RunOutcome, Timings};

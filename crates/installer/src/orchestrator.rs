@@ -217,6 +217,18 @@ impl<P: Provider> Orchestrator<P> {
         if cp.interrupted.is_some() {
             self.store.update(|cp| cp.interrupted = None)?;
         }
+        if self.store.checkpoint().ownership.install_id.is_none() {
+            // A checkpoint of an earlier release: give the install its id now.
+            let id = crate::ownership::new_install_id();
+            self.store
+                .update(|cp| cp.ownership.install_id = Some(id.clone()))?;
+            self.reporter.report(Event::Warning {
+                message: format!(
+                    "this checkpoint was written by an earlier cto without an install id; the install now has id {id}, and its servers are tagged {} from here on (servers it already ordered are known by the ids in the checkpoint)",
+                    crate::ownership::install_tag_name(&id)
+                ),
+            });
+        }
 
         // The early worker configs (see `start_worker_prefetch`). A JoinSet aborts its tasks
         // when dropped, so dropping this future (Ctrl-C) or returning stops the task too.

@@ -1,7 +1,7 @@
 //! Vault initialisation and unsealing (`--init-vault`), entirely through the Kubernetes API:
 //! `sys/init` through the service proxy of the `vault` Service, `sys/unseal` and
-//! `sys/seal-status` through the proxy of each Vault server pod. No port-forward, no local
-//! `vault` CLI.
+//! `sys/seal-status` through the proxy of each Vault server pod, both over `https:` to Vault's
+//! TLS listener (see [`crate::vault_tls`]). No port-forward, no local `vault` CLI.
 //!
 //! The unseal keys and the root token are written to `<state-dir>/vault-init.json` (0600,
 //! atomically) *before* anything uses them; they are never printed or logged. A Vault that is
@@ -34,12 +34,16 @@ pub const SECRET_THRESHOLD: u64 = 3;
 #[error("{0}")]
 pub struct VaultError(pub String);
 
+// Vault serves TLS (`crate::vault_tls`): the `https:` scheme makes the API server speak TLS to
+// the pod, so the keys and the token are encrypted on the hop across the node network (the API
+// server's proxy does not verify the pod's certificate: it dials pod IPs, which no certificate
+// names). From the caller to the API server it is the kubeconfig's TLS, as for any call.
 fn service_path(api: &str) -> String {
-    format!("/api/v1/namespaces/{VAULT_NAMESPACE}/services/{VAULT_SERVICE}/proxy/v1/{api}")
+    format!("/api/v1/namespaces/{VAULT_NAMESPACE}/services/https:{VAULT_SERVICE}/proxy/v1/{api}")
 }
 
 fn pod_path(pod: &str, api: &str) -> String {
-    format!("/api/v1/namespaces/{VAULT_NAMESPACE}/pods/{pod}:8200/proxy/v1/{api}")
+    format!("/api/v1/namespaces/{VAULT_NAMESPACE}/pods/https:{pod}:8200/proxy/v1/{api}")
 }
 
 async fn call(
@@ -222,14 +226,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_go_through_the_api_server_proxies() {
+    fn paths_go_through_the_api_server_proxies_over_tls() {
         assert_eq!(
             service_path("sys/init"),
-            "/api/v1/namespaces/vault/services/vault:8200/proxy/v1/sys/init"
+            "/api/v1/namespaces/vault/services/https:vault:8200/proxy/v1/sys/init"
         );
         assert_eq!(
             pod_path("vault-0", "sys/unseal"),
-            "/api/v1/namespaces/vault/pods/vault-0:8200/proxy/v1/sys/unseal"
+            "/api/v1/namespaces/vault/pods/https:vault-0:8200/proxy/v1/sys/unseal"
         );
     }
 }

@@ -86,4 +86,26 @@ pub enum LabError {
         /// What went wrong.
         reason: String,
     },
+    /// The socket that claims an address block could not be bound for a reason other than
+    /// another lab holding it (see the `blocks` module).
+    #[error("cannot claim lab address block with a socket on {addr}: {source}")]
+    ClaimBlock {
+        /// The claim address, `127.0.<block>.0:50000`.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Every address block `127.0.1.0/24..=127.0.255.0/24` is held by another running lab.
+    #[error(
+        "every lab address block (127.0.1.0/24 to 127.0.255.0/24) is held by another running lab; stop one"
+    )]
+    NoFreeBlock,
+    /// The world's servers live in a block another running lab holds.
+    #[error("the servers of lab world {} live in 127.0.{block}.0/24, which another running lab holds (its claim socket {}:{} is bound); stop that lab, or start this one with another state directory", path.display(), std::net::Ipv4Addr::new(127, 0, *block, 0), crate::talos::TALOS_API_PORT)]
+    BlockTaken {
+        /// The world file.
+        path: PathBuf,
+        /// The block.
+        block: u8,
+    },
 }

@@ -11,11 +11,13 @@
 //! | `latitude.retry_after` | whole seconds (default 1) | the `retry_after` sent with injected 429s |
 //! | `server.fail` | `HOSTNAME[:N|:always]` | the first (or first N, or every) server ordered with that hostname goes to `failed_deployment` instead of `deploying`; repeatable |
 //! | `node.noboot` | `HOSTNAME` | that server deploys but Talos never answers on :50000; repeatable |
+//! | `talos.rekey` | `HOSTNAME` | after its first `Version` call in maintenance mode (cto's step-5 probe), that node presents a new maintenance-mode key, as after a reboot or another machine at its address; repeatable |
 //! | `stock.vanish` | `SITE` | the site stays listed `in_stock` but every order there gets Latitude's `422` "no stock"; repeatable |
 //! | `node.drives` | `HOSTNAME:COUNTxSIZExTYPE[+…]` | that server's disks are these drives instead of its plan's (`1x480GBxSSD+2x4TBxNVME`), as Latitude ships servers that differ from their plans; repeatable |
 //! | `latitude.status` | `disk_erasing` | iPXE servers read `disk_erasing` instead of `deploying` until they are `on`, while Talos already answers |
 //! | `latitude.flap` | `failed_deployment` | each iPXE server reads `failed_deployment` once during its deployment (one read), then recovers |
 //! | `argocd.degraded` | `APP` | the Argo CD Application stays `Degraded` (mapped onto [`crate::LabConfig::argocd_degraded`]); repeatable |
+//! | `order.lost` | `HOSTNAME[:N]` | the first order of that hostname is created but its answer is lost (the connection drops), and the new server is left out of the next N server listings (default 1), as a listing that lags behind would; repeatable |
 //! | `faults.seed` | integer | seed of the random draws (default 0), so a run can be replayed |
 //!
 //! Unknown keys and bad values are refused with a message naming them.
@@ -73,6 +75,8 @@ pub struct FaultSpec {
     pub server_fail: Vec<(String, FailCount)>,
     /// `node.noboot`: hostnames whose Talos never answers.
     pub node_noboot: Vec<String>,
+    /// `talos.rekey`: hostnames whose maintenance-mode key changes after their first probe.
+    pub talos_rekey: Vec<String>,
     /// `stock.vanish`: sites listed in stock whose orders are refused.
     pub stock_vanish: Vec<String>,
     /// `argocd.degraded`: Applications that stay Degraded.
@@ -86,6 +90,8 @@ pub struct FaultSpec {
     pub flap_failed_deployment: bool,
     /// Seed of the random draws.
     pub seed: u64,
+    /// `order.lost`: hostname → how many listings leave the new server out.
+    pub order_lost: Vec<(String, u32)>,
 }
 
 impl Default for FaultSpec {
@@ -97,12 +103,14 @@ impl Default for FaultSpec {
             kube: ApiFaults::default(),
             server_fail: Vec::new(),
             node_noboot: Vec::new(),
+            talos_rekey: Vec::new(),
             stock_vanish: Vec::new(),
             argocd_degraded: Vec::new(),
             node_drives: Vec::new(),
             status_disk_erasing: false,
             flap_failed_deployment: false,
             seed: 0,
+            order_lost: Vec::new(),
         }
     }
 }
@@ -117,7 +125,7 @@ pub struct FaultSpecError {
     pub reason: String,
 }
 
-const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, node.drives, latitude.status, latitude.flap, stock.vanish, argocd.degraded, faults.seed";
+const KEYS: &str = "latitude.{5xx,429,reset,latency,retry_after}, talos.{5xx,429,reset,latency,rekey}, kube.{5xx,429,reset,latency}, server.fail, node.noboot, node.drives, latitude.status, latitude.flap, stock.vanish, argocd.degraded, order.lost, faults.seed";
 
 fn probability(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -232,6 +240,18 @@ impl FromStr for FaultSpec {
                         )));
                     }
                 },
+                ("talos.rekey", _) => out.talos_rekey.push(hostname(value).map_err(err)?),
+                ("order.lost", _) => {
+                    let (host, hide) = match value.rsplit_once(':') {
+                        Some((host, n)) => (
+                            host,
+                            n.parse::<u32>()
+                                .map_err(|_| err(format!("{n:?} is not a number of listings")))?,
+                        ),
+                        None => (value, 1),
+                    };
+                    out.order_lost.push((hostname(host).map_err(err)?, hide));
+                }
                 ("stock.vanish", _) => {
                     if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                         return Err(err(format!("{value:?} is not a site slug such as MIA2")));
@@ -307,6 +327,7 @@ impl fmt::Display for FaultSpec {
             });
         }
         entries.extend(self.node_noboot.iter().map(|h| format!("node.noboot={h}")));
+        entries.extend(self.talos_rekey.iter().map(|h| format!("talos.rekey={h}")));
         entries.extend(
             self.stock_vanish
                 .iter()
@@ -328,6 +349,11 @@ impl fmt::Display for FaultSpec {
         if self.flap_failed_deployment {
             entries.push("latitude.flap=failed_deployment".into());
         }
+        entries.extend(
+            self.order_lost
+                .iter()
+                .map(|(h, n)| format!("order.lost={h}:{n}")),
+        );
         if self.seed != 0 {
             entries.push(format!("faults.seed={}", self.seed));
         }
@@ -356,11 +382,13 @@ impl FaultSpec {
             && self.kube.is_empty()
             && self.server_fail.is_empty()
             && self.node_noboot.is_empty()
+            && self.talos_rekey.is_empty()
             && self.stock_vanish.is_empty()
             && self.argocd_degraded.is_empty()
             && self.node_drives.is_empty()
             && !self.status_disk_erasing
             && !self.flap_failed_deployment
+            && self.order_lost.is_empty()
     }
 }
 
@@ -393,6 +421,9 @@ pub(crate) struct Faults {
     failed_orders: Mutex<HashMap<String, u32>>,
     /// (server id, lifecycle) pairs that already read their `latitude.flap` status.
     flapped: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// `order.lost`: hostnames whose lost order was spent, and server id → listings it is
+    /// still left out of.
+    lost_orders: Mutex<(Vec<String>, HashMap<String, u32>)>,
 }
 
 impl Faults {
@@ -403,6 +434,7 @@ impl Faults {
             rng: Mutex::new(rng),
             failed_orders: Mutex::new(HashMap::new()),
             flapped: Mutex::new(std::collections::HashSet::new()),
+            lost_orders: Mutex::new((Vec::new(), HashMap::new())),
         }
     }
 
@@ -504,6 +536,39 @@ impl Faults {
         doomed
     }
 
+    /// Whether the answer to this new order of `hostname` (server `id`) is lost
+    /// (`order.lost`, once per hostname); the server is then hidden from the next listings.
+    pub fn order_answer_lost(&self, hostname: &str, id: &str) -> bool {
+        let Some((_, hide)) = self.spec.order_lost.iter().find(|(h, _)| h == hostname) else {
+            return false;
+        };
+        let mut lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.0.iter().any(|h| h == hostname) {
+            return false;
+        }
+        lost.0.push(hostname.to_owned());
+        if *hide > 0 {
+            lost.1.insert(id.to_owned(), *hide);
+        }
+        tracing::info!(%hostname, %id, hide, "injected fault: order answer lost");
+        true
+    }
+
+    /// Whether `order.lost` keeps server `id` out of the listing being served.
+    pub fn hidden_from_listing(&self, id: &str) -> bool {
+        let lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        lost.1.contains_key(id)
+    }
+
+    /// Counts one served server listing against the `order.lost` hiding.
+    pub fn listing_served(&self) {
+        let mut lost = self.lost_orders.lock().unwrap_or_else(|p| p.into_inner());
+        lost.1.retain(|_, n| {
+            *n -= 1;
+            *n > 0
+        });
+    }
+
     /// Whether orders at `site` are refused for lack of stock.
     pub fn stock_vanished(&self, site: &str) -> bool {
         self.spec
@@ -593,7 +658,7 @@ mod tests {
 
     #[test]
     fn parses_every_key_and_round_trips() {
-        let spec: FaultSpec = "latitude.5xx=0.1, latitude.429=0.1,latitude.latency=300ms,latitude.reset=0.05,talos.5xx=0.1,talos.latency=1s,kube.429=0.2,server.fail=a-worker-1,server.fail=a-cp-1:always,server.fail=b-cp-1:2,node.noboot=a-cp-2,stock.vanish=mia2,argocd.degraded=vault,faults.seed=7,latitude.retry_after=2"
+        let spec: FaultSpec = "latitude.5xx=0.1, latitude.429=0.1,latitude.latency=300ms,latitude.reset=0.05,talos.5xx=0.1,talos.latency=1s,kube.429=0.2,server.fail=a-worker-1,server.fail=a-cp-1:always,server.fail=b-cp-1:2,node.noboot=a-cp-2,talos.rekey=a-cp-1,stock.vanish=mia2,argocd.degraded=vault,faults.seed=7,latitude.retry_after=2"
             .parse()
             .unwrap();
         assert_eq!(spec.latitude.error_5xx, 0.1);
@@ -609,6 +674,7 @@ mod tests {
             ]
         );
         assert_eq!(spec.stock_vanish, ["MIA2"]);
+        assert_eq!(spec.talos_rekey, ["a-cp-1"]);
         assert_eq!(spec.argocd_degraded, ["vault"]);
         assert_eq!(spec.seed, 7);
         assert_eq!(spec.latitude_retry_after, 2);
@@ -627,6 +693,7 @@ mod tests {
             ("frobnicate=1", "frobnicate"),
             ("latitude.latency=fast", "fast"),
             ("server.fail=Bad_Host", "Bad_Host"),
+            ("talos.rekey=Bad_Host", "Bad_Host"),
             ("server.fail=a:0", "\"0\""),
             ("stock.vanish=MI A", "MI A"),
             ("faults.seed=-1", "-1"),

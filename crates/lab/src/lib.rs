@@ -20,6 +20,7 @@
 //! arrivals and conditions for `/_lab/stats` and `/_lab/conditions`).
 
 mod api;
+mod blocks;
 mod catalogue;
 mod config;
 mod critical_path;
@@ -27,6 +28,7 @@ mod durations;
 mod error;
 /// Fault injection: the `--faults` grammar ([`faults::FaultSpec`]) and what it does.
 pub mod faults;
+mod files;
 mod gitops;
 mod ipxe;
 /// The Kubernetes API server a Talos control plane runs (`<ip>:6443`), public so that
@@ -66,6 +68,7 @@ const HTTP_DRAIN: Duration = Duration::from_secs(5);
 /// the request counters); prefer [`LabHandle::shutdown`].
 pub struct LabHandle {
     url: String,
+    ip_block: u8,
     state_dir: PathBuf,
     lab: Arc<Lab>,
     shutdown: watch::Sender<bool>,
@@ -92,18 +95,21 @@ pub async fn start(
     config
         .validate()
         .map_err(|reason| LabError::InvalidConfig { path: None, reason })?;
-    std::fs::create_dir_all(state_dir).map_err(|source| LabError::StateDir {
+    files::create_private_dir(state_dir).map_err(|source| LabError::StateDir {
         path: state_dir.to_owned(),
         source,
     })?;
-    let world = World::load_or_create(state_dir, config.ip_block, lifecycle::now_ms())?;
+    let mut world = World::load_or_create(state_dir, config.ip_block, lifecycle::now_ms())?;
+    let blocks = Arc::new(blocks::BlockClaims::default());
+    claim_blocks(&blocks, &mut world, state_dir)?;
     tracing::info!(
         state_dir = %state_dir.display(),
         ip_block = world.ip_block,
         servers = world.servers.len(),
         "lab world loaded"
     );
-    let lab = Arc::new(Lab::new(config, state_dir.to_owned(), world));
+    let ip_block = world.ip_block;
+    let lab = Arc::new(Lab::new(config, state_dir.to_owned(), world, blocks));
 
     let listener = TcpListener::bind(listen)
         .await
@@ -140,12 +146,46 @@ pub async fn start(
     tracing::info!(%url, "lab API listening");
     Ok(LabHandle {
         url,
+        ip_block,
         state_dir: state_dir.to_owned(),
         lab,
         shutdown,
         http,
         nodes,
     })
+}
+
+/// Claims the blocks the world's servers live in; a world without servers yet takes its
+/// block, or the next free one when another lab holds it (and remembers the move).
+fn claim_blocks(
+    blocks: &blocks::BlockClaims,
+    world: &mut World,
+    state_dir: &Path,
+) -> Result<(), LabError> {
+    let used = world.used_blocks();
+    if used.is_empty() {
+        let preferred = world.ip_block;
+        let got = blocks.claim_free(Some(preferred))?;
+        if got != preferred {
+            tracing::info!(
+                preferred,
+                got,
+                "another running lab holds the preferred address block; using a free one"
+            );
+            world.ip_block = got;
+            world.save(state_dir)?;
+        }
+        return Ok(());
+    }
+    for block in used {
+        if !blocks.ensure(block)? {
+            return Err(LabError::BlockTaken {
+                path: world::world_path(state_dir),
+                block,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The address clients should use for a listener bound to `ip`.
@@ -161,6 +201,13 @@ impl LabHandle {
     /// The base URL of the Latitude API, e.g. `http://127.0.0.1:41234` (no trailing slash).
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The third octet of this lab's server addresses, `127.0.<ip_block>.<n>`: the block it
+    /// holds exclusively while it runs (which may differ from the configured one when another
+    /// lab held that).
+    pub fn ip_block(&self) -> u8 {
+        self.ip_block
     }
 
     /// The state directory holding `world.json`.
@@ -188,6 +235,8 @@ impl LabHandle {
         if let Err(error) = lab.save() {
             tracing::warn!(%error, "could not save the lab world at shutdown");
         }
+        // The world is saved and no listener serves its addresses any more.
+        lab.blocks.release_all();
     }
 }
 

@@ -27,10 +27,17 @@ pub(crate) struct Lab {
     pub request_seq: AtomicU64,
     /// Injected faults (`config.faults`) and their random source.
     pub faults: Arc<Faults>,
+    /// The address blocks this lab holds (see `blocks`).
+    pub blocks: Arc<crate::blocks::BlockClaims>,
 }
 
 impl Lab {
-    pub fn new(config: LabConfig, state_dir: PathBuf, world: World) -> Lab {
+    pub fn new(
+        config: LabConfig,
+        state_dir: PathBuf,
+        world: World,
+        blocks: Arc<crate::blocks::BlockClaims>,
+    ) -> Lab {
         let faults = Arc::new(Faults::new(config.faults.clone()));
         let durations = Durations::new(&config);
         Lab {
@@ -42,6 +49,7 @@ impl Lab {
             state_dir,
             world: Mutex::new(world),
             request_seq: AtomicU64::new(0),
+            blocks,
         }
     }
 

@@ -80,6 +80,7 @@ mod tests {
             ssh_keys: vec![],
             tags: vec![],
             talos: None,
+            maintenance_rekeyed: None,
             failed: false,
         }
     }

@@ -6,7 +6,6 @@
 //! and an fsync of a world holding hundreds of machine configurations stalled every request
 //! waiting on the world's lock.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +43,26 @@ pub(crate) struct World {
     /// Live servers in creation order; deleted servers are removed.
     pub servers: Vec<Server>,
     pub ssh_keys: Vec<SshKey>,
+    /// The team's tags (`POST /tags`); servers refer to them by id.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// Random secret (hex) from which each node's Talos maintenance-mode key is derived, so a
+    /// restarted lab brings a node back with the same key, as a real node that did not reboot
+    /// keeps its own (cto pins it: issue 13). Empty in worlds saved before it existed: filled
+    /// at load.
+    #[serde(default)]
+    pub key_seed: String,
+}
+
+/// A tag of the team (Latitude tags belong to the team, not to a project: `GET /tags` "List all
+/// Tags in the team", `latitudesh-go-sdk` `docs/sdks/tags/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Tag {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub color: String,
 }
 
 /// Requests the lab has answered (see `GET /_lab/stats`).
@@ -91,6 +110,10 @@ pub(crate) struct Server {
     /// is in maintenance mode (and for every other server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talos: Option<TalosState>,
+    /// The lifecycle generation in which this node's maintenance-mode key was replaced by the
+    /// `talos.rekey` fault (after its first `Version` call in maintenance mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_rekeyed: Option<i64>,
     /// An injected fault (`server.fail`) doomed this deployment: after `starting_deploy` the
     /// server reports `failed_deployment` and never boots. A reinstall clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -178,12 +201,15 @@ impl World {
             catalogue: catalogue::seed(),
             servers: Vec::new(),
             ssh_keys: Vec::new(),
+            key_seed: new_key_seed(),
+            tags: Vec::new(),
         }
     }
 
     /// Loads `world.json` from `dir`, or creates (and saves) a new world when there is none.
-    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=100`
-    /// (101..=255 are left to test suites that choose their blocks).
+    /// `ip_block` is used only for a new world; `None` picks a random block in `10..=250`. The
+    /// lab then claims the block (see `blocks`), moving a world that has no servers yet to a
+    /// free block when another lab holds this one.
     pub fn load_or_create(
         dir: &Path,
         ip_block: Option<u8>,
@@ -206,6 +232,10 @@ impl World {
                         ),
                     });
                 }
+                let mut world = world;
+                if world.key_seed.is_empty() {
+                    world.key_seed = new_key_seed();
+                }
                 if let Some(wanted) = ip_block.filter(|b| *b != world.ip_block) {
                     tracing::warn!(
                         persisted = world.ip_block,
@@ -216,7 +246,7 @@ impl World {
                 Ok(world)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=100));
+                let block = ip_block.unwrap_or_else(|| rand::rng().random_range(10..=250));
                 let world = World::new(block, now_ms);
                 world.save(dir)?;
                 Ok(world)
@@ -225,20 +255,15 @@ impl World {
         }
     }
 
-    /// Writes the world atomically to `dir/world.json`.
+    /// Writes the world atomically to `dir/world.json`, mode 0600 ([`crate::files`]).
     pub fn save(&self, dir: &Path) -> Result<(), LabError> {
         let path = world_path(dir);
-        let tmp = dir.join(format!("{WORLD_FILE}.tmp"));
         let err = |source| LabError::WriteWorld {
             path: path.clone(),
             source,
         };
         let bytes = serde_json::to_vec(self).map_err(|e| err(std::io::Error::other(e)))?;
-        let mut file = std::fs::File::create(&tmp).map_err(err)?;
-        file.write_all(&bytes).map_err(err)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        Ok(())
+        crate::files::write_private(&path, &bytes).map_err(err)
     }
 
     /// Resolves a project given by ID or slug.
@@ -248,6 +273,10 @@ impl World {
 
     pub fn server(&self, id: &str) -> Option<&Server> {
         self.servers.iter().find(|s| s.id == id)
+    }
+
+    pub fn tag(&self, id: &str) -> Option<&Tag> {
+        self.tags.iter().find(|t| t.id == id)
     }
 
     pub fn server_mut(&mut self, id: &str) -> Option<&mut Server> {
@@ -264,11 +293,27 @@ impl World {
 
     /// The next loopback address: `127.0.<ip_block>.1..=254`, then the following blocks.
     pub fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
+        let ip = self.next_ip()?;
+        self.next_host += 1;
+        Some(ip)
+    }
+
+    /// The address [`World::allocate_ip`] hands out next, without handing it out.
+    pub fn next_ip(&self) -> Option<Ipv4Addr> {
         let block = u32::from(self.ip_block) + self.next_host / 254;
         let host = self.next_host % 254 + 1;
         let block = u8::try_from(block).ok()?;
-        self.next_host += 1;
         Some(Ipv4Addr::new(127, 0, block, host as u8))
+    }
+
+    /// The blocks addresses were handed out from so far (empty for a world without servers
+    /// ever).
+    pub fn used_blocks(&self) -> Vec<u8> {
+        if self.next_host == 0 {
+            return Vec::new();
+        }
+        let last = u32::from(self.ip_block) + (self.next_host - 1) / 254;
+        (self.ip_block..=u8::try_from(last).unwrap_or(u8::MAX)).collect()
     }
 
     /// The next server label, e.g. `LAB0000007`.
@@ -282,6 +327,12 @@ impl World {
 /// `<dir>/world.json`.
 pub(crate) fn world_path(dir: &Path) -> PathBuf {
     dir.join(WORLD_FILE)
+}
+
+/// 32 random bytes, hex.
+fn new_key_seed() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new resource ID: the prefix and 13 random alphanumerics, like `sv_ZWr75Zbjr5A91`.
@@ -321,7 +372,7 @@ mod tests {
     fn save_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = World::load_or_create(dir.path(), None, 5).unwrap();
-        assert!((10..=100).contains(&w.ip_block));
+        assert!((10..=250).contains(&w.ip_block));
         w.allocate_ip();
         w.counters.reads = 7;
         w.save(dir.path()).unwrap();
@@ -330,6 +381,19 @@ mod tests {
         assert_eq!(again.next_host, 1);
         assert_eq!(again.counters.reads, 7);
         assert!(!dir.path().join("world.json.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(WORLD_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o7777,
+                0o600,
+                "the world holds the tokens it was given"
+            );
+        }
     }
 
     #[test]

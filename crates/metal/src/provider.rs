@@ -197,6 +197,34 @@ pub struct Machine {
     pub operating_system: Option<String>,
     /// Hourly price in USD as billed.
     pub hourly_usd: Option<f64>,
+    /// The provider's tags on the machine (how an install proves a machine is its own).
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// When the provider created the machine (RFC 3339), if it said.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+impl Machine {
+    /// True when the machine carries the tag with this id.
+    pub fn has_tag(&self, tag_id: &str) -> bool {
+        self.tags.iter().any(|t| t.id == tag_id)
+    }
+
+    /// True when the machine carries a tag with this name (exact).
+    pub fn has_tag_named(&self, name: &str) -> bool {
+        self.tags.iter().any(|t| t.name == name)
+    }
+}
+
+/// A provider-side tag: an id (`tag_...`) and a name. On Latitude tags belong to the team and
+/// are attached to servers after they are ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// Provider id.
+    pub id: String,
+    /// Name.
+    pub name: String,
 }
 
 /// What to order.
@@ -331,4 +359,29 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Deletes a machine. "Not found" is success ([`Deleted::AlreadyGone`]).
     fn delete_machine(&self, id: &str) -> impl Future<Output = ProviderResult<Deleted>> + Send;
+
+    /// The tag with exactly this name, if it exists. Never creates one.
+    fn find_tag(&self, name: &str) -> impl Future<Output = ProviderResult<Option<Tag>>> + Send;
+
+    /// The tag with this name: found by name, else created. Safe to call again (and after a
+    /// lost answer): a create that races another is settled by looking the name up.
+    fn ensure_tag(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> impl Future<Output = ProviderResult<Tag>> + Send;
+
+    /// Attaches the tags to a machine, keeping the tags it already has (`machine.tags`, as last
+    /// listed; re-read after a lost answer). Idempotent.
+    fn tag_machine(
+        &self,
+        machine: &Machine,
+        tag_ids: &[String],
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+
+    /// Every machine of the project carrying the tag (with their tags).
+    fn list_machines_tagged(
+        &self,
+        tag_id: &str,
+    ) -> impl Future<Output = ProviderResult<Vec<Machine>>> + Send;
 }

@@ -36,6 +36,39 @@ impl fmt::Display for ApiKey {
     }
 }
 
+impl Drop for ApiKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for ApiKey {}
+
+/// How key material shows in `Debug`: its length only, never a byte of it.
+pub(crate) struct Redacted<'a>(pub &'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("[empty]")
+        } else {
+            write!(f, "[redacted, {} bytes]", self.0.len())
+        }
+    }
+}
+
+/// How a PEM certificate shows in `Debug`: its SPKI fingerprint, not its text.
+pub(crate) struct CertSummary<'a>(pub &'a str);
+
+impl fmt::Debug for CertSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::talos::pki::spki_sha256_b64(self.0) {
+            Ok(fp) => write!(f, "[certificate, SPKI SHA-256 {fp}]"),
+            Err(_) => write!(f, "[{} bytes, not a certificate]", self.0.len()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

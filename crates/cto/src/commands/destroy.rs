@@ -1,16 +1,27 @@
-//! `cto destroy`: delete every server of a cluster, so nothing stays billed.
+//! `cto destroy`: delete exactly the servers that belong to a cluster's install, so nothing
+//! stays billed and nobody else's server is touched.
 //!
-//! Servers are found two ways and the union is deleted: the ids in the checkpoint (when there is
-//! one) and, at the provider, every server whose hostname is one of the cluster's
-//! (`<cluster>-cp-N`, `<cluster>-worker-N`) — so a lost or corrupt checkpoint, or an order whose
-//! answer never reached the checkpoint, still gets cleaned up. "Not found" is success. After the
-//! deletes, the project is listed again until none of the servers remain (bounded), and the
-//! checkpoint is moved aside into `destroyed/`.
+//! What is "ours" (see `installer::ownership`):
+//!
+//! * **With a checkpoint** (`--state-dir`, or the cluster's default directory): the server ids
+//!   it records (current servers, failed servers being replaced, duplicates), servers carrying
+//!   the install's tag `cto-install-<install id>`, and servers that answer an order whose
+//!   answer was lost (the install's hostname, made around the recorded intent, tagged by no
+//!   install). Another install of the same cluster name, or a hand-made server with one of the
+//!   cluster's hostnames, is left alone.
+//! * **Without a checkpoint** (`--cluster-name`): the servers carrying the cluster's tag
+//!   `cto-cluster-<name>`. Servers that merely have the cluster's hostnames are offered only with
+//!   `--match-hostname`, each listed, and deleted only after confirmation.
+//!
+//! "Not found" is success. After the deletes, the project is listed again until none of the
+//! servers remain (bounded), and the checkpoint is moved aside into `destroyed/`, so a second
+//! `cto destroy` of the same directory answers "nothing to destroy".
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use installer::checkpoint::{CheckpointError, CheckpointStore, store::DirLock};
+use installer::ownership::{self, Proof};
 use installer::spec::parse_hostname;
 use metal::provider::{Deleted, Machine, Provider};
 use serde_json::json;
@@ -28,6 +39,8 @@ struct Target {
     hostname: String,
     status: String,
     ipv4: String,
+    /// Why it is deleted: what proves it belongs to the cluster.
+    why: String,
 }
 
 /// Runs `cto destroy`.
@@ -40,14 +53,31 @@ pub async fn run(args: DestroyArgs) -> Result<(), Failure> {
             if args.cluster_name.is_none() {
                 return Err(Failure::new(
                     exit::USAGE,
-                    format!("{e}\nPass --cluster-name to find the servers by hostname instead."),
+                    format!(
+                        "{e}\nPass --cluster-name to find the servers by the cluster's tag instead."
+                    ),
                 ));
             }
-            eprintln!("warning: {e}; finding servers by hostname only");
+            eprintln!("warning: {e}; finding servers by the cluster's tag only");
             None
         }
         Err(e) => return Err(Failure::new(exit::USAGE, e.to_string())),
     };
+    // A state directory whose install was destroyed keeps its checkpoint in `destroyed/`.
+    let already_destroyed = checkpoint.is_none() && dir.join("destroyed").is_dir();
+    if already_destroyed && (args.state_dir.is_some() || args.cluster_name.is_none()) {
+        let message = format!(
+            "Nothing to destroy: the install in {} was already destroyed.",
+            dir.display()
+        );
+        match args.output {
+            Output::Json => output::emit_json(
+                &json!({"event": "destroyed", "cluster": args.cluster_name, "deleted": [], "message": message}),
+            ),
+            Output::Text => println!("{message}"),
+        }
+        return Ok(());
+    }
     let cluster = match (&args.cluster_name, &checkpoint) {
         (Some(name), Some(cp)) if *name != cp.spec.cluster_name => {
             return Err(Failure::new(
@@ -65,7 +95,7 @@ pub async fn run(args: DestroyArgs) -> Result<(), Failure> {
             return Err(Failure::new(
                 exit::USAGE,
                 format!(
-                    "no checkpoint in {}: pass --cluster-name to find the servers by hostname",
+                    "no checkpoint in {}: pass --cluster-name to find the servers by the cluster's tag",
                     dir.display()
                 ),
             ));
@@ -88,7 +118,19 @@ pub async fn run(args: DestroyArgs) -> Result<(), Failure> {
     }
     let project_hint = checkpoint.as_ref().map(|cp| cp.spec.project.clone());
     let connection = context::connect(&provider_args, &dir, project_hint.as_deref()).await?;
-    let result = destroy(&connection.provider, &cluster, checkpoint.as_ref(), &args).await;
+    let again = if checkpoint.is_some() {
+        format!("cto destroy --state-dir {} --yes", dir.display())
+    } else {
+        format!("cto destroy --cluster-name {cluster} --yes")
+    };
+    let result = destroy(
+        &connection.provider,
+        &cluster,
+        checkpoint.as_ref(),
+        &args,
+        &again,
+    )
+    .await;
     connection.close().await;
     let deleted = result?;
 
@@ -104,9 +146,14 @@ pub async fn run(args: DestroyArgs) -> Result<(), Failure> {
         Output::Json => output::emit_json(
             &json!({"event": "destroyed", "cluster": cluster, "deleted": deleted}),
         ),
-        Output::Text if deleted.is_empty() => {
-            println!("Nothing to destroy: cluster {cluster} has no servers.")
-        }
+        Output::Text if deleted.is_empty() => println!(
+            "Nothing to destroy: no server of cluster {cluster} is {}.",
+            if checkpoint.is_some() {
+                "left of this install"
+            } else {
+                "tagged with its cluster tag"
+            }
+        ),
         Output::Text => println!(
             "Destroyed cluster {cluster}: {} server(s) deleted.",
             deleted.len()
@@ -120,37 +167,78 @@ async fn destroy<P: Provider>(
     cluster: &str,
     checkpoint: Option<&installer::checkpoint::Checkpoint>,
     args: &DestroyArgs,
+    again: &str,
 ) -> Result<Vec<String>, Failure> {
-    let machines = provider.list_machines().await.map_err(|e| {
+    let listing = |e: metal::provider::ProviderError| {
         Failure::new(
             provider_code(&e),
             format!("listing the project's servers: {e}"),
         )
-    })?;
+    };
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
-    let describe = |m: &Machine| Target {
+    let describe = |m: &Machine, why: &str| Target {
         id: m.id.clone(),
         hostname: m.hostname.clone(),
         status: m.raw_status.clone(),
         ipv4: m.primary_ipv4.map_or("-".into(), |ip| ip.to_string()),
+        why: why.to_owned(),
     };
-    for m in machines
-        .iter()
-        .filter(|m| parse_hostname(cluster, &m.hostname).is_some())
-    {
-        targets.insert(m.id.clone(), describe(m));
-    }
-    if let Some(cp) = checkpoint {
-        for record in &cp.servers {
-            if let Some(id) = &record.id
-                && !targets.contains_key(id)
-            {
-                match machines.iter().find(|m| &m.id == id) {
-                    Some(m) => {
-                        targets.insert(id.clone(), describe(m));
-                    }
-                    None => tracing::info!(%id, hostname = %record.hostname, "already gone"),
+    match checkpoint {
+        Some(cp) => {
+            let machines = provider.list_machines().await.map_err(listing)?;
+            for m in &machines {
+                let why = match ownership::proof(cp, m) {
+                    Some(Proof::Recorded) => "in the checkpoint",
+                    Some(Proof::Tagged) => "install tag",
+                    Some(Proof::FreshIntent) => "answers a recorded order",
+                    None => continue,
+                };
+                targets.insert(m.id.clone(), describe(m, why));
+            }
+            for id in cp.owned_server_ids() {
+                if !targets.contains_key(&id) {
+                    tracing::info!(%id, "already gone");
                 }
+            }
+        }
+        None => {
+            let tag_name = ownership::cluster_tag_name(cluster);
+            let tag = provider.find_tag(&tag_name).await.map_err(|e| {
+                Failure::new(
+                    provider_code(&e),
+                    format!("looking up the tag {tag_name}: {e}"),
+                )
+            })?;
+            if let Some(tag) = &tag {
+                for m in provider
+                    .list_machines_tagged(&tag.id)
+                    .await
+                    .map_err(listing)?
+                {
+                    targets.insert(m.id.clone(), describe(&m, "cluster tag"));
+                }
+            }
+            let machines = provider.list_machines().await.map_err(listing)?;
+            let namesakes: Vec<&Machine> = machines
+                .iter()
+                .filter(|m| {
+                    parse_hostname(cluster, &m.hostname).is_some() && !targets.contains_key(&m.id)
+                })
+                .collect();
+            if args.match_hostname {
+                for m in namesakes {
+                    targets.insert(m.id.clone(), describe(m, "hostname only"));
+                }
+            } else if !namesakes.is_empty() && args.output == Output::Text {
+                let list: Vec<String> = namesakes
+                    .iter()
+                    .map(|m| format!("{} ({})", m.hostname, m.id))
+                    .collect();
+                eprintln!(
+                    "note: {} server(s) have cluster {cluster}'s hostnames but not its tag {tag_name}, so nothing proves they are this cluster's: {}. They are left alone; pass --match-hostname to review them and delete them after confirming",
+                    namesakes.len(),
+                    list.join(", ")
+                );
             }
         }
     }
@@ -165,8 +253,8 @@ async fn destroy<P: Provider>(
         );
         for t in targets.values() {
             eprintln!(
-                "  {:<24} {:<18} {:<16} {}",
-                t.hostname, t.id, t.ipv4, t.status
+                "  {:<24} {:<18} {:<16} {:<18} {}",
+                t.hostname, t.id, t.ipv4, t.status, t.why
             );
         }
     }
@@ -220,7 +308,7 @@ async fn destroy<P: Provider>(
                 errors.join("; ")
             ),
         )
-        .with_next(format!("cto destroy --cluster-name {cluster} --yes")));
+        .with_next(again));
     }
 
     // Confirm they are gone, so "destroyed" means nothing is billed.
@@ -252,7 +340,7 @@ async fn destroy<P: Provider>(
                     names.join(", ")
                 ),
             )
-            .with_next(format!("cto destroy --cluster-name {cluster} --yes")));
+            .with_next(again));
         }
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(Duration::from_secs(10));

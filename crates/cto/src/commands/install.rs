@@ -219,6 +219,56 @@ fn resumed_spec(args: &InstallArgs, stored: &ClusterSpec) -> Result<ClusterSpec,
     ))
 }
 
+/// `--trust-maintenance-key HOSTNAME=SPKI`: replaces the maintenance-mode key recorded for a
+/// node that has no config yet (the user compared the new key with the node's console).
+fn trust_maintenance_keys(store: &mut CheckpointStore, entries: &[String]) -> Result<(), Failure> {
+    for entry in entries {
+        let bad = |why: &str| {
+            usage(format!(
+                "invalid --trust-maintenance-key {entry:?}: {why}; expected HOSTNAME=SPKI, the SPKI SHA-256 (base64, 44 characters) that the error printed"
+            ))
+        };
+        let Some((hostname, spki)) = entry.split_once('=') else {
+            return Err(bad("no '='"));
+        };
+        // base64 of a SHA-256: 43 characters and one '=' of padding.
+        let spki_ok = spki.len() == 44
+            && spki.ends_with('=')
+            && spki[..43]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        if !spki_ok {
+            return Err(bad("not a base64 SHA-256"));
+        }
+        let Some(record) = store
+            .checkpoint()
+            .servers
+            .iter()
+            .find(|s| s.hostname == hostname)
+        else {
+            return Err(bad("no node of this install has that hostname"));
+        };
+        if matches!(
+            record.config,
+            installer::checkpoint::ConfigState::Applied { .. }
+        ) || record.installed
+        {
+            return Err(bad("that node already has its config"));
+        }
+        let old = record.maintenance_spki.clone().unwrap_or_default();
+        store
+            .update(|cp| {
+                if let Some(s) = cp.server_mut(hostname) {
+                    s.maintenance_spki = Some(spki.to_owned());
+                }
+            })
+            .map_err(|e| Failure::new(exit::STEP_FAILED, e.to_string()))?;
+        eprintln!("{hostname}: trusting maintenance-mode key {spki} (was {old})");
+        tracing::warn!(%hostname, new = %spki, %old, "maintenance-mode key replaced by --trust-maintenance-key");
+    }
+    Ok(())
+}
+
 /// The provider flags of a run of `spec`: the lab when the install is a lab install, whatever
 /// was typed on a resume.
 /// The run's waits: every clock in the provider's time (scaled for a lab), then the sequential
@@ -325,9 +375,10 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
             }
         };
         check_paths(&args, &dir)?;
-        let store = CheckpointStore::resume(&dir)
+        let mut store = CheckpointStore::resume(&dir)
             .map_err(|e| install_failure(InstallError::from(e), &dir))?;
         resumed_spec(&args, &store.checkpoint().spec)?;
+        trust_maintenance_keys(&mut store, &args.trust_maintenance_key)?;
         let timings = run_timings(&provider_args(&args, &store.checkpoint().spec))?;
         (dir, store, true, timings)
     } else {
@@ -354,6 +405,10 @@ pub async fn run(args: InstallArgs) -> Result<(), Failure> {
         (dir, store, false, timings)
     };
     crate::logging::to_state_dir(&state_dir);
+    if let Some(warning) = store.dir_warning() {
+        eprintln!("warning: {warning}");
+        tracing::warn!("{warning}");
+    }
 
     let spec = store.checkpoint().spec.clone();
     if store.checkpoint().next_step().is_none() {

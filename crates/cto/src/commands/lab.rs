@@ -48,9 +48,10 @@ pub async fn serve(
         let _ = out.flush();
     }
     eprintln!(
-        "cto lab: Latitude-compatible API at {} (world in {}, time scale {time_scale}, seed {seed}); any non-empty LATITUDE_API_KEY works. Ctrl-C stops it.",
+        "cto lab: Latitude-compatible API at {} (world in {}, servers in 127.0.{}.0/24, held by this lab alone while it runs; time scale {time_scale}, seed {seed}); any non-empty LATITUDE_API_KEY works. Ctrl-C stops it.",
         handle.url(),
-        state.display()
+        state.display(),
+        handle.ip_block()
     );
     wait_for_stop().await;
     handle.shutdown().await;

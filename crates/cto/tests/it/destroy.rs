@@ -1,11 +1,12 @@
-//! `cto destroy`: by checkpoint, again (idempotent), and by hostname without a checkpoint.
+//! `cto destroy`: by checkpoint, again (idempotent), and by the cluster's tag without a
+//! checkpoint.
 
 use serde_json::json;
 
 use crate::harness::{LabProcess, User, describe, run};
 
 #[test]
-fn destroy_by_checkpoint_then_again_then_by_hostname_without_checkpoint() {
+fn destroy_by_checkpoint_then_again_then_by_cluster_tag_without_checkpoint() {
     let lab = LabProcess::start(json!({}));
     let user = User::new();
     let state = user.state_dir("a");
@@ -54,8 +55,8 @@ fn destroy_by_checkpoint_then_again_then_by_hostname_without_checkpoint() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing to destroy"));
 
-    // A second install; its checkpoint is lost; destroy still finds the servers by hostname,
-    // and leaves another cluster's servers alone.
+    // A second install; its checkpoint is lost; destroy still finds the servers by the
+    // cluster's tag, and leaves another cluster's servers alone.
     let other = user.state_dir("ab");
     let out = run(
         user.cto(Some(&lab)),

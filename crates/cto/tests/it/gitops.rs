@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::harness::{User, describe, ip_block, run};
+use crate::harness::{User, describe, run};
 use crate::kubectl::{items, kubectl_json, wait_for_kube_api};
 use crate::platform::{Lab, free_port};
 
@@ -64,7 +64,7 @@ fn the_repository_setting_reaches_every_category_application() {
     let lab = Lab::serve(
         dir.path(),
         free_port(),
-        json!({"time_scale": 0.002, "ip_block": ip_block(), "git_repos": {REPO: root}}),
+        json!({"time_scale": 0.002, "git_repos": {REPO: root}}),
     );
     let user = User::new();
     let state = user.state_dir("g");
@@ -127,11 +127,7 @@ fn a_project_without_namespace_fails_the_sync_with_argo_cds_message() {
         "platform",
         &crate::git_http::files_of(&root.join("gitops"), "gitops"),
     );
-    let lab = Lab::serve(
-        dir.path(),
-        free_port(),
-        json!({"time_scale": 0.002, "ip_block": ip_block()}),
-    );
+    let lab = Lab::serve(dir.path(), free_port(), json!({"time_scale": 0.002}));
     let user = User::new();
     let state = user.state_dir("n");
     let started = std::time::Instant::now();
@@ -349,4 +345,81 @@ mod preflight {
             assert_eq!(app["status"]["health"]["status"], "Healthy", "{app}");
         }
     }
+}
+
+/// Applications whose path or revision the repository does not have: the lab's Argo CD
+/// (which clones the repository) reports Argo CD's `ComparisonError`s, and the install names
+/// them when `--sync-timeout` passes.
+#[test]
+fn a_missing_path_or_revision_is_a_comparison_error_with_argo_cds_message() {
+    let server = crate::git_http::GitServer::start(None);
+    let base = format!("{}/platform.git", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let root = repository(dir.path(), |gitops| {
+        // The repository itself is an allowed source of the standard profile's components.
+        let project = gitops.join("apps/standard/project.yaml");
+        let text = std::fs::read_to_string(&project).unwrap();
+        std::fs::write(
+            &project,
+            text.replacen(
+                "  sourceRepos:\n",
+                &format!("  sourceRepos:\n  - {base}\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        for (name, revision, path) in [
+            ("no-path", "main", "gitops/nope"),
+            ("no-revision", "v0.0.0-missing", "gitops/platform/core"),
+        ] {
+            std::fs::write(
+                gitops.join(format!("platform/core/{name}.yaml")),
+                format!(
+                    "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: argocd\n  annotations:\n    argocd.argoproj.io/sync-wave: '1'\nspec:\n  project: platform\n  source:\n    repoURL: {base}\n    targetRevision: {revision}\n    path: {path}\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: cert-manager\n"
+                ),
+            )
+            .unwrap();
+        }
+    });
+    let url = server.repository(
+        "platform",
+        &crate::git_http::files_of(&root.join("gitops"), "gitops"),
+    );
+    assert_eq!(url, base);
+    let lab = Lab::serve(dir.path(), free_port(), json!({"time_scale": 0.002}));
+    let user = User::new();
+    let state = user.state_dir("c");
+    let out = run(
+        lab.cto(&user),
+        &[
+            "install",
+            "--cluster-name",
+            "c",
+            "--nodes",
+            "2",
+            "--yes",
+            "--sync-timeout",
+            "1",
+            "--gitops-repo",
+            &url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            STOP,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-path (Unknown") && err.contains("gitops/nope: app path does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-revision (Unknown")
+            && err.contains("unable to resolve 'v0.0.0-missing' to a commit SHA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ComparisonError: Failed to load target state"),
+        "{err}"
+    );
 }

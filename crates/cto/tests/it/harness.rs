@@ -5,32 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 /// The API key tests use; distinctive so a leak into a file is easy to find.
 pub const KEY: &str = "lab-key-7f3a9c2e51";
-
-/// Third octets of lab server addresses: unique per lab in this test binary, so labs running
-/// in parallel never bind the same 127.0.x.y:50000. Above 100, because a lab without an
-/// explicit block (the in-process `--lab`) picks one in 10..=100; the lab crate's own tests use
-/// 201..=230 and this binary's reliability tests 2..=9. This binary's other labs take
-/// 101..=200, then 231..=255.
-static NEXT_BLOCK: AtomicU8 = AtomicU8::new(101);
-
-/// A fresh address block.
-pub fn ip_block() -> u8 {
-    let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-    // 101..=200, then 231..=255 (201..=230 belong to the lab crate's tests).
-    let block = if n <= 200 { n } else { n + 30 };
-    assert!(
-        (101..=225).contains(&n),
-        "more labs than address blocks in one test run"
-    );
-    block
-}
 
 /// The `cto` binary under test.
 pub fn cto_bin() -> &'static str {
@@ -42,6 +22,8 @@ pub struct LabProcess {
     child: Child,
     /// Its API URL.
     pub url: String,
+    /// Its state directory (the world).
+    pub world: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -49,9 +31,9 @@ impl LabProcess {
     /// Starts `cto lab serve` with `config` merged over fast test defaults.
     pub fn start(config: Value) -> LabProcess {
         let dir = tempfile::tempdir().unwrap();
+        // No address block: the lab claims a free one, so parallel labs never share one.
         let mut merged = json!({
             "time_scale": 0.002,
-            "ip_block": ip_block(),
         });
         if let (Some(m), Some(c)) = (merged.as_object_mut(), config.as_object()) {
             for (k, v) in c {
@@ -96,6 +78,7 @@ impl LabProcess {
         LabProcess {
             child,
             url,
+            world: world.to_owned(),
             _dir: dir,
         }
     }
@@ -278,10 +261,86 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Asserts that everything under `dir` (itself included) is private: directories 0700, files
+/// 0600 (issue 13: state directories hold keys and tokens).
+#[cfg(unix)]
+pub fn assert_private_tree(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(dir), 0o700, "{} is a private directory", dir.display());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(
+                    mode(&path),
+                    0o700,
+                    "{} is a private directory",
+                    path.display()
+                );
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{} is a private file", path.display());
+            }
+        }
+    }
+}
+
 /// The JSON events in an output's stdout.
 pub fn events(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// Orders a server by hand in the lab's project through Latitude's API (`POST /servers`), the
+/// way a user does outside any install (c2-small-x86 in MIA2). Returns its id.
+pub fn hand_make(url: &str, hostname: &str, os: &str) -> String {
+    use metal::latitude::{ClientConfig, CreateServer, LatitudeClient};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = LatitudeClient::new(ClientConfig::new(
+            url,
+            metal::secret::ApiKey::new(KEY),
+            "proj_lab",
+        ))
+        .unwrap();
+        let order = CreateServer {
+            hostname: hostname.to_owned(),
+            plan: "c2-small-x86".into(),
+            site: "MIA2".into(),
+            operating_system: os.to_owned(),
+            ipxe: (os == "ipxe").then(|| "https://example.invalid/boot.ipxe".to_owned()),
+            ssh_keys: Vec::new(),
+            persistent_netboot: None,
+        };
+        client.create_server(&order).await.unwrap().id
+    })
+}
+
+/// `(status, operating system slug)` of a live server.
+pub fn server_state(lab: &LabProcess, id: &str) -> (String, String) {
+    let body = lab.get(&format!("/servers/{id}"));
+    let a = &body["data"]["attributes"];
+    (
+        a["status"].as_str().unwrap_or_default().to_owned(),
+        a["operating_system"]["slug"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Waits (up to a minute) until the server reports `status`.
+pub fn wait_status(lab: &LabProcess, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server_state(lab, id).0 != status {
+        assert!(Instant::now() < deadline, "{id} never reported {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -361,6 +361,10 @@ fn the_in_process_lab_runs_to_step_5_and_then_to_complete() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Install complete"), "{}", describe(&out));
     assert!(stdout.contains("cto destroy"), "{}", describe(&out));
+    // Everything cto and its in-process lab wrote (checkpoint, secrets, configs, log, the lab's
+    // world, Kubernetes snapshots and journals) is private (issue 13).
+    #[cfg(unix)]
+    crate::harness::assert_private_tree(&state);
 
     // And the lab's servers can be released.
     let out = run(user.cto(None), &["destroy", "--state-dir", s, "--yes"]);

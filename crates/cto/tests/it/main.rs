@@ -2,6 +2,8 @@
 //! installer can be resumed against the same world.
 
 mod bad_input;
+mod blocks;
+mod conformance;
 mod destroy;
 mod git_http;
 mod gitops;
@@ -11,6 +13,8 @@ mod hygiene;
 mod install;
 mod kubectl;
 mod overlap;
+mod ownership;
+mod pinning;
 mod platform;
 mod post_install;
 mod rate_limits;

@@ -12,7 +12,7 @@ use installer::Step;
 use installer::checkpoint::CheckpointStore;
 use serde_json::{Value, json};
 
-use crate::harness::{KEY, LabProcess, User, cto_bin, describe, files_under, ip_block, run};
+use crate::harness::{KEY, LabProcess, User, cto_bin, describe, files_under, run};
 use crate::kubectl::{items, kubectl_json, wait_for_kube_api};
 
 const STOP: &str = "--stop-after=waiting-git-ops-sync";
@@ -261,7 +261,6 @@ pub(crate) fn free_port() -> u16 {
 fn a_degraded_application_fails_the_sync_by_name_and_resume_completes_once_it_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let block = ip_block();
     let user = User::new();
     let state: PathBuf = user.state_dir("d");
     let s = state.to_str().unwrap();
@@ -282,7 +281,7 @@ fn a_degraded_application_fails_the_sync_by_name_and_resume_completes_once_it_re
         let lab = Lab::serve(
             dir.path(),
             port,
-            json!({"time_scale": 0.002, "ip_block": block, "argocd_degraded": ["cert-manager"]}),
+            json!({"time_scale": 0.002, "argocd_degraded": ["cert-manager"]}),
         );
         let started = Instant::now();
         let out = run(lab.cto(&user), &args);
@@ -300,11 +299,7 @@ fn a_degraded_application_fails_the_sync_by_name_and_resume_completes_once_it_re
             "waited --sync-timeout"
         );
     }
-    let lab = Lab::serve(
-        dir.path(),
-        port,
-        json!({"time_scale": 0.002, "ip_block": block}),
-    );
+    let lab = Lab::serve(dir.path(), port, json!({"time_scale": 0.002}));
     let out = run(
         lab.cto(&user),
         &["install", "--resume", "--state-dir", s, STOP],

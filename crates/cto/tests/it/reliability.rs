@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,19 +22,19 @@ struct Lab {
     child: Child,
     url: String,
     world: PathBuf,
-    block: u8,
 }
 
 impl Lab {
-    fn start(world: &Path, block: u8, faults: &str) -> Lab {
-        Lab::listen(world, block, faults, "127.0.0.1:0")
+    fn start(world: &Path, faults: &str) -> Lab {
+        Lab::listen(world, faults, "127.0.0.1:0")
     }
 
-    fn listen(world: &Path, block: u8, faults: &str, listen: &str) -> Lab {
+    /// The lab claims a free address block itself; a restarted one keeps its world's.
+    fn listen(world: &Path, faults: &str, listen: &str) -> Lab {
         let config = world.with_extension("json");
         std::fs::write(
             &config,
-            serde_json::json!({"time_scale": 0.002, "ip_block": block}).to_string(),
+            serde_json::json!({"time_scale": 0.002}).to_string(),
         )
         .unwrap();
         let mut cmd = Command::new(cto_bin());
@@ -61,7 +61,6 @@ impl Lab {
             child,
             url,
             world: world.to_owned(),
-            block,
         }
     }
 
@@ -71,7 +70,7 @@ impl Lab {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let listen = self.url.trim_start_matches("http://").to_owned();
-        Lab::listen(&self.world.clone(), self.block, faults, &listen)
+        Lab::listen(&self.world.clone(), faults, &listen)
     }
 
     /// `cto` for `user`, pointed at this lab.
@@ -142,15 +141,9 @@ impl Drop for Watch {
     }
 }
 
-/// Address blocks of this module's labs: 2..=9, below the in-process lab's random 10..=100 and
-/// apart from the harness's (101 and up) and the lab crate's (201..=230).
-static NEXT_BLOCK: AtomicU8 = AtomicU8::new(2);
-
-/// A world directory and a fresh address block for a test's lab (kept across its restarts).
-fn world(user: &User) -> (PathBuf, u8) {
-    let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-    assert!(block <= 9, "more reliability labs than address blocks");
-    (user.home.path().join("world"), block)
+/// A world directory for a test's lab (its address block is kept across its restarts).
+fn world(user: &User) -> PathBuf {
+    user.home.path().join("world")
 }
 
 /// The install ran all 22 steps to `Complete`.
@@ -216,10 +209,9 @@ fn ordered(events: &[Value], hostname: &str) -> usize {
 #[test]
 fn ten_percent_errors_on_every_api_are_survived_unaided() {
     let user = User::new();
-    let (world, block) = world(&user);
+    let world = world(&user);
     let lab = Lab::start(
         &world,
-        block,
         "latitude.5xx=0.1,latitude.429=0.1,talos.5xx=0.1,kube.5xx=0.1,kube.429=0.1,faults.seed=1",
     );
     let state = user.state_dir("t");
@@ -236,8 +228,8 @@ fn ten_percent_errors_on_every_api_are_survived_unaided() {
 #[test]
 fn a_failed_deployment_is_replaced_once_after_it_is_gone_and_the_install_completes() {
     let user = User::new();
-    let (world, block) = world(&user);
-    let lab = Lab::start(&world, block, "server.fail=r-worker-1");
+    let world = world(&user);
+    let lab = Lab::start(&world, "server.fail=r-worker-1");
     let watch = lab.watch_servers();
     let state = user.state_dir("r");
     let s = state.to_str().unwrap();
@@ -274,10 +266,10 @@ fn a_failed_deployment_is_replaced_once_after_it_is_gone_and_the_install_complet
 }
 
 #[test]
-fn a_server_that_keeps_failing_stops_naming_it_and_resume_completes_once_the_fault_is_lifted() {
+fn a_server_that_keeps_failing_stops_naming_it_and_resumes_order_no_more_replacements() {
     let user = User::new();
-    let (world, block) = world(&user);
-    let lab = Lab::start(&world, block, "server.fail=p-worker-1:always");
+    let world = world(&user);
+    let lab = Lab::start(&world, "server.fail=p-worker-1:always");
     let watch = lab.watch_servers();
     let state = user.state_dir("p");
     let s = state.to_str().unwrap();
@@ -300,17 +292,32 @@ fn a_server_that_keeps_failing_stops_naming_it_and_resume_completes_once_the_fau
     assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
     drop(watch);
 
+    // The cap is over the install's life: resuming, even with the fault lifted, orders no
+    // fourth server for the node (the third is still failed) and says so again.
     let lab = lab.restart("");
-    let out = resume(&lab, &user, s);
-    assert_went_all_the_way(&out);
-    assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
+    for _ in 0..2 {
+        let out = resume(&lab, &user, s);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert_eq!(
+            ordered(&events(&out), "p-worker-1"),
+            0,
+            "{}",
+            describe(&out)
+        );
+        let stderr = failure(&out);
+        assert!(
+            stderr.contains("p-worker-1") && stderr.contains("over its life"),
+            "{stderr}"
+        );
+        assert_exactly(&lab, &["p-cp-1", "p-worker-1"]);
+    }
 }
 
 #[test]
 fn a_node_that_never_boots_stops_naming_it_and_resume_completes_once_it_boots() {
     let user = User::new();
-    let (world, block) = world(&user);
-    let lab = Lab::start(&world, block, "node.noboot=n-worker-1");
+    let world = world(&user);
+    let lab = Lab::start(&world, "node.noboot=n-worker-1");
     let state = user.state_dir("n");
     let s = state.to_str().unwrap();
     let mut cmd = lab.cto(&user);
@@ -338,8 +345,8 @@ fn a_node_that_never_boots_stops_naming_it_and_resume_completes_once_it_boots() 
 #[test]
 fn stock_that_vanishes_before_the_order_stops_naming_site_and_plan_and_bills_nothing() {
     let user = User::new();
-    let (world, block) = world(&user);
-    let lab = Lab::start(&world, block, "stock.vanish=DAL");
+    let world = world(&user);
+    let lab = Lab::start(&world, "stock.vanish=DAL");
     let state = user.state_dir("v");
     let s = state.to_str().unwrap();
     let mut args = install_args("v", s, "2");
@@ -369,8 +376,8 @@ fn secrets_never_reach_files_logs_or_output_and_secret_files_are_private() {
     const API_KEY: &str = "cto-hygiene-key-5c0ffee9d1b7a3";
     const TOKEN: &str = "cto-hygiene-token-8e4f2a6b0d97";
     let user = User::new();
-    let (world, block) = world(&user);
-    let lab = Lab::start(&world, block, "");
+    let world = world(&user);
+    let lab = Lab::start(&world, "");
     let state = user.state_dir("h");
     let s = state.to_str().unwrap();
     let help = run(user.cto(None), &["install", "--help"]);

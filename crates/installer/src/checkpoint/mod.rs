@@ -6,7 +6,7 @@ pub mod store;
 
 pub use model::ReplacedServer;
 pub use model::{
-    BootState, CHECKPOINT_VERSION, Checkpoint, ConfigState, FailureRecord, Interruption,
-    OrderState, Resolved, ServerRecord, now_rfc3339,
+    BootState, CHECKPOINT_VERSION, Checkpoint, ConfigState, DuplicateServer, FailureRecord,
+    Interruption, OrderState, Ownership, Resolved, ServerRecord, now_rfc3339,
 };
 pub use store::{CHECKPOINT_FILE, CheckpointError, CheckpointStore, LOCK_FILE, LOG_FILE};

@@ -45,6 +45,42 @@ pub struct Checkpoint {
     pub last_error: Option<FailureRecord>,
     /// Set when the run was interrupted (Ctrl-C); cleared by the next run.
     pub interrupted: Option<Interruption>,
+    /// The install's identity at the provider: its id and tags, and the duplicates found.
+    /// Absent in checkpoints of earlier releases (see [`crate::ownership`]).
+    #[serde(default)]
+    pub ownership: Ownership,
+}
+
+/// How an install proves which servers are its own (see [`crate::ownership`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ownership {
+    /// The install's unique id, generated once (`None` only in a checkpoint of an earlier
+    /// release, until it is resumed).
+    #[serde(default)]
+    pub install_id: Option<String>,
+    /// The tag `cto-install-<install id>`, once it exists at the provider.
+    #[serde(default)]
+    pub install_tag: Option<metal::provider::Tag>,
+    /// The tag `cto-cluster-<cluster name>`, once it exists at the provider.
+    #[serde(default)]
+    pub cluster_tag: Option<metal::provider::Tag>,
+    /// Servers this install ordered twice for one node (a lost order answer that a lagging
+    /// listing hid): found, tagged and reported, and deleted by `cto destroy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<DuplicateServer>,
+}
+
+/// A second server this install ordered for one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateServer {
+    /// The node's hostname.
+    pub hostname: String,
+    /// The duplicate's provider id.
+    pub id: String,
+    /// When it was found.
+    pub found_at: String,
 }
 
 /// Facts the steps resolved.
@@ -197,6 +233,14 @@ pub struct ServerRecord {
     /// reported in maintenance mode (or `--install-disk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_disk: Option<String>,
+    /// When the intent of the current order was last recorded: a server with this hostname
+    /// created around then and tagged by no install is the answer to it (see
+    /// [`crate::ownership`]).
+    #[serde(default)]
+    pub intended_at: Option<String>,
+    /// The install's tags are attached to the server `id`.
+    #[serde(default)]
+    pub tagged: bool,
 }
 
 /// A server that failed its deployment and is replaced by a new one with the same hostname.
@@ -279,6 +323,8 @@ impl Checkpoint {
                 installed: false,
                 replaced: Vec::new(),
                 install_disk: None,
+                intended_at: None,
+                tagged: false,
             })
             .collect();
         Checkpoint {
@@ -293,6 +339,10 @@ impl Checkpoint {
             servers,
             last_error: None,
             interrupted: None,
+            ownership: Ownership {
+                install_id: Some(crate::ownership::new_install_id()),
+                ..Ownership::default()
+            },
         }
     }
 
@@ -314,5 +364,18 @@ impl Checkpoint {
     /// Ids of every server the install ordered or may have ordered.
     pub fn known_server_ids(&self) -> Vec<String> {
         self.servers.iter().filter_map(|s| s.id.clone()).collect()
+    }
+
+    /// Every server id the checkpoint holds as the install's own: current servers, failed
+    /// servers being replaced (not yet confirmed gone) and duplicates.
+    pub fn owned_server_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.known_server_ids();
+        for s in &self.servers {
+            ids.extend(s.replaced.iter().filter(|r| !r.gone).map(|r| r.id.clone()));
+        }
+        ids.extend(self.ownership.duplicates.iter().map(|d| d.id.clone()));
+        ids.sort();
+        ids.dedup();
+        ids
     }
 }

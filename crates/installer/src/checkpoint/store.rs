@@ -91,6 +91,19 @@ pub enum CheckpointError {
         /// This build's version.
         ours: &'static str,
     },
+    /// The state directory belongs to another user: its files (secrets, the checkpoint) could
+    /// be read or replaced by them.
+    #[error(
+        "the state directory {dir} belongs to user id {owner}, not to you (user id {uid}); it holds the cluster's secrets, so cto refuses to use it: choose a directory of your own with --state-dir"
+    )]
+    NotOwned {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+        /// The user cto runs as (effective user id).
+        uid: u32,
+    },
     /// Filesystem error.
     #[error("{action} {path}: {source}")]
     Io {
@@ -121,6 +134,8 @@ fn io_err<'p>(
 pub struct CheckpointStore {
     dir: PathBuf,
     checkpoint: Checkpoint,
+    /// What [`secure_state_dir`] had to fix when the store was opened.
+    dir_warning: Option<String>,
     _lock: DirLock,
 }
 
@@ -128,7 +143,7 @@ impl CheckpointStore {
     /// Starts a new install in `dir`: creates it (0700) if needed, takes the lock and writes the
     /// first checkpoint. Refuses when a checkpoint exists or the directory is not ours.
     pub fn create(dir: &Path, spec: ClusterSpec) -> Result<Self, CheckpointError> {
-        ensure_state_dir(dir)?;
+        let dir_warning = ensure_state_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let path = dir.join(CHECKPOINT_FILE);
         if path.exists() {
@@ -144,6 +159,7 @@ impl CheckpointStore {
         let mut store = CheckpointStore {
             dir: dir.to_owned(),
             checkpoint: Checkpoint::new(spec),
+            dir_warning,
             _lock: lock,
         };
         store.save()?;
@@ -159,11 +175,13 @@ impl CheckpointStore {
                 dir: dir.to_owned(),
             });
         }
+        let dir_warning = secure_state_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let checkpoint = read_checkpoint(&path)?;
         Ok(CheckpointStore {
             dir: dir.to_owned(),
             checkpoint,
+            dir_warning,
             _lock: lock,
         })
     }
@@ -182,6 +200,12 @@ impl CheckpointStore {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What had to be fixed on the state directory when it was opened (a mode wider than 0700),
+    /// for the caller to show the user as a warning.
+    pub fn dir_warning(&self) -> Option<&str> {
+        self.dir_warning.as_deref()
     }
 
     /// The checkpoint as last persisted.
@@ -225,7 +249,7 @@ impl CheckpointStore {
 pub fn retire_checkpoint(dir: &Path) -> Result<PathBuf, CheckpointError> {
     let from = dir.join(CHECKPOINT_FILE);
     let archive = dir.join("destroyed");
-    fs::create_dir_all(&archive).map_err(io_err("creating", &archive))?;
+    create_private_dir(&archive)?;
     let stamp = now_rfc3339().replace(':', "");
     let to = archive.join(format!("checkpoint-{stamp}.json"));
     fs::rename(&from, &to).map_err(io_err("moving", &from))?;
@@ -233,8 +257,9 @@ pub fn retire_checkpoint(dir: &Path) -> Result<PathBuf, CheckpointError> {
     Ok(to)
 }
 
-/// Creates the state directory (0700) or checks an existing one is ours.
-pub fn ensure_state_dir(dir: &Path) -> Result<(), CheckpointError> {
+/// Creates the state directory (0700) or checks an existing one is ours (see
+/// [`secure_state_dir`]). Returns the warning about a mode that had to be narrowed.
+pub fn ensure_state_dir(dir: &Path) -> Result<Option<String>, CheckpointError> {
     if dir.exists() {
         if !dir.is_dir() {
             return Err(CheckpointError::Io {
@@ -256,10 +281,48 @@ pub fn ensure_state_dir(dir: &Path) -> Result<(), CheckpointError> {
                 }
             }
         }
+        secure_state_dir(dir)
     } else {
         create_private_dir(dir)?;
+        Ok(None)
     }
-    Ok(())
+}
+
+/// An existing state directory must belong to the user cto runs as (effective uid) and be
+/// closed to everyone else (mode 0700), like `~/.ssh`: it holds the cluster's CA keys, the
+/// talosconfig and the checkpoint. A directory of another user is refused
+/// ([`CheckpointError::NotOwned`]); a mode wider than 0700 (group or other bits) is narrowed to
+/// 0700 and described in the returned warning. Files created there are 0600 already
+/// ([`write_atomic`]).
+pub fn secure_state_dir(dir: &Path) -> Result<Option<String>, CheckpointError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = fs::metadata(dir).map_err(io_err("reading", dir))?;
+        let uid = rustix::process::geteuid().as_raw();
+        if meta.uid() != uid {
+            return Err(CheckpointError::NotOwned {
+                dir: dir.to_owned(),
+                owner: meta.uid(),
+                uid,
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("restricting the mode of", dir))?;
+            return Ok(Some(format!(
+                "the state directory {} had mode {mode:04o}, open to other users; cto set it to 0700 (it holds the cluster's secrets)",
+                dir.display()
+            )));
+        }
+        Ok(None)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(None)
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CheckpointError> {
@@ -270,7 +333,15 @@ fn create_private_dir(dir: &Path) -> Result<(), CheckpointError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(io_err("creating", dir))
+    builder.create(dir).map_err(io_err("creating", dir))?;
+    #[cfg(unix)]
+    {
+        // Exactly 0700 whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("restricting the mode of", dir))?;
+    }
+    Ok(())
 }
 
 fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
@@ -306,27 +377,52 @@ fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
     })
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600: temp file in the same directory, fsync,
-/// rename, fsync the directory.
+/// Writes `bytes` to `path` atomically with mode 0600 (see [`write_atomic_mode`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` atomically with exactly `mode` (on Unix):
+///
+/// 1. a temp file is created in `path`'s directory by the `tempfile` crate: a random name,
+///    created exclusively (`O_CREAT|O_EXCL`), so a file planted at a predictable name (or a
+///    symlink there) can neither be reused nor followed;
+/// 2. its mode is set with `fchmod` on the open descriptor *before* any byte is written, so the
+///    umask cannot widen it and the data is never readable by anyone else;
+/// 3. the data is written and fsynced, the file is renamed over `path` (a file already at `path`,
+///    whatever its mode, is replaced by a new inode, never written through), and the directory
+///    is fsynced so the rename survives a power loss.
+///
+/// A temp file left by a crash between 1 and 3 is removed when the handle drops (the process
+/// did not die) or stays as `.NAME.XXXXXX.tmp` with mode 0600.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CheckpointError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map_or("file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let prefix = format!(".{name}.");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err("creating a temp file in", dir))?;
+    #[cfg(unix)]
     {
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(io_err("creating", &tmp))?;
-        file.write_all(bytes).map_err(io_err("writing", &tmp))?;
-        file.sync_all().map_err(io_err("syncing", &tmp))?;
+        use std::os::unix::fs::PermissionsExt;
+        // fchmod(2) on the open descriptor, before any data.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err("setting the mode of", tmp.path()))?;
     }
-    fs::rename(&tmp, path).map_err(io_err("replacing", path))?;
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.write_all(bytes).map_err(io_err("writing", path))?;
+    tmp.as_file().sync_all().map_err(io_err("syncing", path))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("replacing", path)(e.error))?;
     sync_dir(dir)
 }
 
@@ -360,6 +456,12 @@ impl DirLock {
             options.mode(0o600);
         }
         let mut file = options.open(&path).map_err(io_err("opening", &path))?;
+        #[cfg(unix)]
+        {
+            // The mode above applies only to a new file: narrow one left wider.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -403,6 +505,98 @@ mod tests {
         }
         .validate()
         .unwrap()
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// The old predictable temp name (`.NAME.tmp-<pid>`) and the target itself pre-planted
+    /// world-writable: the checkpoint still ends 0600, and the planted temp is never written.
+    #[cfg(unix)]
+    #[test]
+    fn planted_world_writable_files_cannot_widen_the_checkpoint() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let mut store = CheckpointStore::create(&dir, spec()).unwrap();
+        let target = dir.join(CHECKPOINT_FILE);
+        let planted = dir.join(format!(".{CHECKPOINT_FILE}.tmp-{}", std::process::id()));
+        fs::write(&planted, "{}").unwrap();
+        for path in [&target, &planted] {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        store.save().unwrap();
+        assert_eq!(mode(&target), 0o600);
+        assert_eq!(fs::read(&planted).unwrap(), b"{}", "never written through");
+        assert_eq!(mode(&planted), 0o666, "the planted file was not reused");
+        // No temp file of ours is left behind.
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    /// A state directory left 0777 is narrowed to 0700, with a warning, by a new install and by
+    /// a resume; a new one is created 0700 without one.
+    #[cfg(unix)]
+    #[test]
+    fn a_wide_state_directory_is_narrowed_with_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let store = CheckpointStore::create(&dir, spec()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(store.dir_warning(), None);
+        drop(store);
+
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let store = CheckpointStore::resume(&dir).unwrap();
+        let warning = store.dir_warning().expect("a warning");
+        assert!(
+            warning.contains("0777") && warning.contains("0700"),
+            "{warning}"
+        );
+        assert_eq!(mode(&dir), 0o700);
+        drop(store);
+
+        let fresh = tmp.path().join("fresh");
+        create_private_dir(&fresh).unwrap();
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755)).unwrap();
+        let store = CheckpointStore::create(&fresh, spec()).unwrap();
+        assert!(store.dir_warning().unwrap().contains("0755"));
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join(CHECKPOINT_FILE)), 0o600);
+        assert_eq!(secure_state_dir(&fresh).unwrap(), None);
+    }
+
+    /// A directory of another user is refused (only testable as root, who can chown).
+    #[cfg(unix)]
+    #[test]
+    fn a_state_directory_of_another_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        create_private_dir(&dir).unwrap();
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+            let err = CheckpointStore::create(&dir, spec()).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::NotOwned { owner: 4242, .. }),
+                "{err}"
+            );
+            assert!(!dir.join(CHECKPOINT_FILE).exists());
+        } else {
+            // Not root: the only directory of another user at hand is the root directory.
+            let err = secure_state_dir(Path::new("/")).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::NotOwned { owner: 0, .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Steps 2–4: ordering the servers, waiting for them to deploy, and making sure each boots Talos
 //! over iPXE.
 //!
-//! The rule that keeps the bill honest: before every order call the intent is persisted, and
-//! before ordering anything the project's servers are listed and any server already carrying
-//! one of the cluster's hostnames is adopted. A run killed between the order call and the
-//! checkpoint write therefore finds its server on the next run instead of buying another.
+//! The rules that keep the bill honest (see [`crate::ownership`]): before every order call the
+//! intent is persisted; before ordering anything the project's servers are listed, servers
+//! proven to answer this install's own orders (its tag, or made around its recorded intent and
+//! claimed by no install) are adopted, and a server that merely has one of the hostnames stops
+//! the install. Every server ordered is tagged with the install's tags right after the order.
+//! A run killed between the order call and the checkpoint write therefore finds its server on
+//! the next run instead of buying another, and never takes over someone else's. Reinstalls,
+//! deletes and replacements need the same approval as an order.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,10 +20,13 @@ use metal::provider::{Machine, MachineOrder, MachineState, Provider, ProviderErr
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::checkpoint::{BootState, OrderState, ReplacedServer, now_rfc3339};
+use crate::checkpoint::{
+    BootState, Checkpoint, DuplicateServer, OrderState, ReplacedServer, now_rfc3339,
+};
 use crate::error::StepError;
 use crate::events::{Approval, Event, OrderSummary};
 use crate::orchestrator::Timings;
+use crate::ownership::{self, Proof};
 use crate::poll::{self, PendingServer, StatusClock};
 use crate::steps::{StepContext, StepFailure, StepResult};
 
@@ -29,38 +36,24 @@ pub(crate) const TALOS_API_PORT: u16 = 50000;
 /// How often an ambiguous order (the answer was lost) is looked up and retried.
 const ORDER_ATTEMPTS: usize = 5;
 
+/// How long (modelled time) a lost order answer is settled by listing before the order is
+/// posted again: a listing that lags behind the order must show the server within it.
+const LOST_ORDER_WINDOW: Duration = Duration::from_secs(90);
+
+/// How many listings settle a lost order answer: one at once, the last at the window's end.
+const LOST_ORDER_LISTINGS: u32 = 3;
+
 /// Timeout of one TCP probe of a Talos API port (real time: loopback latency is not scaled).
 const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How many times one node's failed deployment is replaced in one run before the step gives up.
+/// How many times one node's failed deployment is replaced over the install's life (counted
+/// in the checkpoint's `replaced` list, so resuming does not reset it) before the step gives
+/// up.
 pub(crate) const MAX_REPLACEMENTS: usize = 2;
 
 /// How long a deleted failed server may take to disappear from the provider's listing before
 /// the replacement is ordered (modelled time: scaled by the time scale).
 const DELETE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-fn index_by_hostname(machines: &[Machine]) -> HashMap<&str, Vec<&Machine>> {
-    let mut map: HashMap<&str, Vec<&Machine>> = HashMap::new();
-    for m in machines {
-        map.entry(m.hostname.as_str()).or_default().push(m);
-    }
-    map
-}
-
-fn single<'m>(hostname: &str, found: &[&'m Machine]) -> Result<&'m Machine, StepError> {
-    match found {
-        [one] => Ok(one),
-        many => Err(StepError::DuplicateHostname {
-            hostname: hostname.to_owned(),
-            count: many.len(),
-            ids: many
-                .iter()
-                .map(|m| m.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
-}
 
 /// The iPXE URL step 1 resolved.
 fn resolved_ipxe_url<P: Provider>(ctx: &StepContext<'_, P>) -> Result<String, StepError> {
@@ -73,17 +66,232 @@ fn resolved_ipxe_url<P: Provider>(ctx: &StepContext<'_, P>) -> Result<String, St
         })
 }
 
-/// Step 2: order every server that is not ordered yet; adopt the ones that already exist.
+/// The servers in `machines` named `hostname` that answer this install's order of it (tagged
+/// with the install tag, or made around its recorded intent and claimed by no install; see
+/// [`ownership`]), oldest first. Servers recorded as replaced are not among them.
+fn answers_to<'m>(cp: &Checkpoint, machines: &'m [Machine], hostname: &str) -> Vec<&'m Machine> {
+    let replaced: Vec<&str> = cp
+        .servers
+        .iter()
+        .filter(|s| s.hostname == hostname)
+        .flat_map(|s| s.replaced.iter().map(|r| r.id.as_str()))
+        .collect();
+    let mut found: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| m.hostname == hostname && !replaced.contains(&m.id.as_str()))
+        .filter(|m| {
+            matches!(
+                ownership::proof(cp, m),
+                Some(Proof::Tagged | Proof::FreshIntent)
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    found
+}
+
+/// Stops (exit 3, nothing ordered) when a server that is not this install's already has one of
+/// the hostnames it is about to order: made by hand, or another install of the same cluster
+/// name (from another state directory).
+fn refuse_namesakes<P: Provider>(
+    ctx: &StepContext<'_, P>,
+    machines: &[Machine],
+    hostnames: &[String],
+) -> StepResult {
+    let taken = ownership::namesakes(ctx.checkpoint(), machines, hostnames);
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = taken.iter().map(|m| ownership::describe(m)).collect();
+    let cluster = &ctx.checkpoint().spec.cluster_name;
+    Err(StepFailure::Prerequisite(format!(
+        "{} server(s) in the project already use hostnames this install needs, and nothing proves they belong to it (no id in its checkpoint, no tag {}): {}. cto never adopts, reinstalls or deletes a server by hostname alone, and ordering another would give two servers one name; nothing was ordered. If they are another install of cluster {cluster}, use that install's state directory; otherwise pick another --cluster-name, or delete or rename those servers yourself",
+        taken.len(),
+        ctx.checkpoint()
+            .ownership
+            .install_id
+            .as_deref()
+            .map_or_else(|| "cto-install-…".to_owned(), ownership::install_tag_name),
+        list.join("; ")
+    )))
+}
+
+/// The install and cluster tags, created at the provider the first time (tags are the
+/// team's, found by name before one is created) and recorded in the checkpoint.
+async fn ensure_tags<P: Provider>(ctx: &mut StepContext<'_, P>) -> Result<Vec<String>, StepError> {
+    let install_id = match ctx.checkpoint().ownership.install_id.clone() {
+        Some(id) => id,
+        None => {
+            let id = ownership::new_install_id();
+            ctx.update(|cp| cp.ownership.install_id = Some(id.clone()))?;
+            id
+        }
+    };
+    let cluster = ctx.checkpoint().spec.cluster_name.clone();
+    if ctx.checkpoint().ownership.install_tag.is_none() {
+        let name = ownership::install_tag_name(&install_id);
+        let tag = ctx
+            .provider
+            .ensure_tag(
+                &name,
+                &format!("servers of one cto install of cluster {cluster}"),
+            )
+            .await
+            .map_err(|e| StepError::provider(format!("creating the install tag {name}"), e))?;
+        ctx.update(|cp| cp.ownership.install_tag = Some(tag))?;
+    }
+    if ctx.checkpoint().ownership.cluster_tag.is_none() {
+        let name = ownership::cluster_tag_name(&cluster);
+        let tag = ctx
+            .provider
+            .ensure_tag(&name, &format!("servers of cto cluster {cluster}"))
+            .await
+            .map_err(|e| StepError::provider(format!("creating the cluster tag {name}"), e))?;
+        ctx.update(|cp| cp.ownership.cluster_tag = Some(tag))?;
+    }
+    let o = &ctx.checkpoint().ownership;
+    Ok(o.install_tag
+        .iter()
+        .chain(&o.cluster_tag)
+        .map(|t| t.id.clone())
+        .collect())
+}
+
+/// Attaches the install's tags to every recorded server that does not carry them yet (a run
+/// cut off between an order and its tagging, or a checkpoint of an earlier release).
+async fn tag_recorded<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    tags: &[String],
+    machines: &[Machine],
+) -> StepResult {
+    let untagged: Vec<(String, Machine)> = ctx
+        .checkpoint()
+        .servers
+        .iter()
+        .filter(|s| !s.tagged)
+        .filter_map(|s| {
+            let id = s.id.as_deref()?;
+            // Not in the listing: gone (step 3 reports it) or not listed yet (the next look).
+            let machine = machines.iter().find(|m| m.id == id)?;
+            Some((s.hostname.clone(), machine.clone()))
+        })
+        .collect();
+    for (hostname, machine) in untagged {
+        let id = machine.id.clone();
+        match ctx.provider.tag_machine(&machine, tags).await {
+            Ok(()) => mark_tagged(ctx, &hostname, &id)?,
+            // Gone: step 3 reports it.
+            Err(e) if e.kind == ProviderErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StepError::provider(
+                    format!("attaching the install's tags to {hostname} ({id})"),
+                    e,
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mark_tagged<P: Provider>(ctx: &mut StepContext<'_, P>, hostname: &str, id: &str) -> StepResult {
+    ctx.update(|cp| {
+        if let Some(s) = cp.server_mut(hostname)
+            && s.id.as_deref() == Some(id)
+        {
+            s.tagged = true;
+        }
+    })?;
+    Ok(())
+}
+
+/// Finds servers this install ordered twice for one node (a lost order answer that a lagging
+/// listing hid, so the order was posted again), records them, tags them with the install's
+/// tags so that `cto destroy` finds them even without the checkpoint, and reports them with
+/// their ids. They are never adopted in place of the recorded server.
+async fn detect_duplicates<P: Provider>(
+    ctx: &mut StepContext<'_, P>,
+    machines: &[Machine],
+) -> StepResult {
+    let cp = ctx.checkpoint().clone();
+    let mut found: Vec<(String, Machine)> = Vec::new();
+    for record in &cp.servers {
+        let Some(id) = &record.id else { continue };
+        for m in answers_to(&cp, machines, &record.hostname) {
+            if m.id != *id && !cp.ownership.duplicates.iter().any(|d| d.id == m.id) {
+                found.push((record.hostname.clone(), m.clone()));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let at = now_rfc3339();
+    ctx.update(|cp| {
+        for (hostname, m) in &found {
+            cp.ownership.duplicates.push(DuplicateServer {
+                hostname: hostname.clone(),
+                id: m.id.clone(),
+                found_at: at.clone(),
+            });
+        }
+    })?;
+    let tags: Vec<String> = {
+        let o = &ctx.checkpoint().ownership;
+        o.install_tag
+            .iter()
+            .chain(&o.cluster_tag)
+            .map(|t| t.id.clone())
+            .collect()
+    };
+    for (hostname, m) in &found {
+        let kept = cp
+            .servers
+            .iter()
+            .find(|s| s.hostname == *hostname)
+            .and_then(|s| s.id.clone())
+            .unwrap_or_default();
+        ctx.warn(format!(
+            "duplicate server: {hostname} was ordered twice (a lost order answer); this install uses {kept} and {} ({}) is a second, billed server. `cto destroy` deletes it with the cluster, or delete {} in the Latitude dashboard now",
+            m.id, m.raw_status, m.id
+        ));
+        tracing::warn!(%hostname, kept = %kept, duplicate = %m.id, "duplicate server");
+        if !tags.is_empty()
+            && let Err(e) = ctx.provider.tag_machine(m, &tags).await
+        {
+            tracing::warn!(id = %m.id, error = %e, "could not tag a duplicate server");
+        }
+    }
+    Ok(())
+}
+
+/// What an order task needs to settle a lost answer: the checkpoint as it was when the
+/// intents were recorded, and the clock.
+#[derive(Clone)]
+struct Settle {
+    checkpoint: Arc<Checkpoint>,
+    timings: Timings,
+    tags: Vec<String>,
+}
+
+/// Step 2: order every server that is not ordered yet; adopt only servers proven to answer this
+/// install's own orders (see [`ownership`]); stop before ordering when a server that is not
+/// this install's has one of its hostnames.
 pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) -> StepResult {
     let existing = ctx
         .provider
         .list_machines()
         .await
         .map_err(|e| StepError::provider("listing the project's servers", e))?;
-    let by_host = index_by_hostname(&existing);
 
-    // Adopt servers that exist under our hostnames but have no id in the checkpoint: a previous
-    // run ordered them and was cut off before it could record the answer.
+    // Adopt what answers this install's earlier orders: a previous run ordered them and was
+    // cut off before it could record the answer.
+    let cp = ctx.checkpoint().clone();
+    for record in cp.servers.iter().filter(|s| s.id.is_none()) {
+        if let Some(machine) = answers_to(&cp, &existing, &record.hostname).first() {
+            adopt(ctx, &record.hostname, machine)?;
+        }
+    }
     let pending: Vec<String> = ctx
         .checkpoint()
         .servers
@@ -91,12 +299,10 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         .filter(|s| s.id.is_none())
         .map(|s| s.hostname.clone())
         .collect();
-    for hostname in &pending {
-        if let Some(found) = by_host.get(hostname.as_str()) {
-            let machine = single(hostname, found)?;
-            adopt(ctx, hostname, machine)?;
-        }
-    }
+    refuse_namesakes(ctx, &existing, &pending)?;
+
+    let tags = ensure_tags(ctx).await?;
+    tag_recorded(ctx, &tags, &existing).await?;
 
     let site = ctx
         .checkpoint()
@@ -120,6 +326,7 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         })
         .collect();
     if to_order.is_empty() {
+        detect_duplicates(ctx, &existing).await?;
         ctx.progress("every server is already ordered");
         return Ok(());
     }
@@ -132,48 +339,83 @@ pub(crate) async fn creating_servers<P: Provider>(ctx: &mut StepContext<'_, P>) 
         for order in &to_order {
             if let Some(s) = cp.server_mut(&order.hostname) {
                 s.order = OrderState::Intended { at: at.clone() };
+                s.intended_at = Some(at.clone());
             }
         }
     })?;
+    let settle = Settle {
+        checkpoint: Arc::new(ctx.checkpoint().clone()),
+        timings: ctx.timings.clone(),
+        tags: tags.clone(),
+    };
 
     if ctx.timings.sequential {
-        return ordering_sequentially(ctx, to_order).await;
-    }
+        ordering_sequentially(ctx, to_order, &settle).await?;
+    } else {
+        let limit = Arc::new(Semaphore::new(ctx.timings.max_parallel_orders.max(1)));
+        let mut tasks = JoinSet::new();
+        for order in to_order {
+            let provider = Arc::clone(ctx.provider);
+            let limit = Arc::clone(&limit);
+            let settle = settle.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = order_one(provider.as_ref(), &order, &settle).await;
+                let tagged = match &result {
+                    Ok((machine, _)) => tag_new(provider.as_ref(), machine, &settle.tags).await,
+                    Err(_) => false,
+                };
+                (order, result, tagged)
+            });
+        }
 
-    let limit = Arc::new(Semaphore::new(ctx.timings.max_parallel_orders.max(1)));
-    let mut tasks = JoinSet::new();
-    for order in to_order {
-        let provider = Arc::clone(ctx.provider);
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = order_one(provider.as_ref(), &order).await;
-            (order, result)
-        });
-    }
-
-    let mut first_error: Option<StepError> = None;
-    while let Some(joined) = tasks.join_next().await {
-        let (order, result) = match joined {
-            Ok(pair) => pair,
-            Err(e) => {
-                first_error.get_or_insert(StepError::Inconsistent {
-                    what: format!("an order task that finished ({e})"),
-                });
-                continue;
-            }
-        };
-        match result {
-            Ok((machine, adopted)) => record_answer(ctx, &order, &machine, adopted)?,
-            Err(e) => {
-                // The intent stays recorded: the next run looks the hostname up first.
-                first_error.get_or_insert(e);
+        let mut first_error: Option<StepError> = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (order, result, tagged) = match joined {
+                Ok(triple) => triple,
+                Err(e) => {
+                    first_error.get_or_insert(StepError::Inconsistent {
+                        what: format!("an order task that finished ({e})"),
+                    });
+                    continue;
+                }
+            };
+            match result {
+                Ok((machine, adopted)) => {
+                    record_answer(ctx, &order, &machine, adopted)?;
+                    if tagged {
+                        mark_tagged(ctx, &order.hostname, &machine.id)?;
+                    }
+                }
+                Err(e) => {
+                    // The intent stays recorded: the next run looks the hostname up first.
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        if let Some(e) = first_error {
+            return Err(StepFailure::Failed(e));
+        }
     }
-    match first_error {
-        Some(e) => Err(StepFailure::Failed(e)),
-        None => Ok(()),
+    // Tags a failed attach left off, then one look for duplicates.
+    let machines = ctx
+        .provider
+        .list_machines()
+        .await
+        .map_err(|e| StepError::provider("listing the project's servers after ordering", e))?;
+    tag_recorded(ctx, &tags, &machines).await?;
+    detect_duplicates(ctx, &machines).await
+}
+
+/// Attaches the install's tags to a server just ordered or adopted; false (and logged) when
+/// that failed, so that the next look tries again.
+async fn tag_new<P: Provider>(provider: &P, machine: &Machine, tags: &[String]) -> bool {
+    match provider.tag_machine(machine, tags).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(id = %machine.id, hostname = %machine.hostname, error = %e, "could not tag the server yet");
+            false
+        }
     }
 }
 
@@ -209,10 +451,14 @@ fn record_answer<P: Provider>(
 async fn ordering_sequentially<P: Provider>(
     ctx: &mut StepContext<'_, P>,
     to_order: Vec<MachineOrder>,
+    settle: &Settle,
 ) -> StepResult {
     for order in to_order {
-        let (machine, adopted) = order_one(ctx.provider.as_ref(), &order).await?;
+        let (machine, adopted) = order_one(ctx.provider.as_ref(), &order, settle).await?;
         record_answer(ctx, &order, &machine, adopted)?;
+        if tag_new(ctx.provider.as_ref(), &machine, &settle.tags).await {
+            mark_tagged(ctx, &order.hostname, &machine.id)?;
+        }
         wait_deployed(ctx, &order.hostname, &machine.id).await?;
     }
     Ok(())
@@ -298,11 +544,15 @@ async fn approve<P: Provider>(
     }
 }
 
-/// Orders one server. When the answer is lost (the provider may have created it), looks the
-/// hostname up before trying again, so a lost answer never becomes a second server.
+/// Orders one server. When the answer is lost (the provider may have created it), the project
+/// is listed [`LOST_ORDER_LISTINGS`] times over [`LOST_ORDER_WINDOW`] (modelled time) looking
+/// for a server that answers the order ([`answers_to`]) before the order is posted again, so a
+/// lost answer becomes a second server only when the provider's listing hides the first one
+/// for the whole window; [`detect_duplicates`] finds and reports it later.
 async fn order_one<P: Provider>(
     provider: &P,
     order: &MachineOrder,
+    settle: &Settle,
 ) -> Result<(Machine, bool), StepError> {
     let context = || {
         format!(
@@ -319,19 +569,24 @@ async fn order_one<P: Provider>(
                     || e.kind == ProviderErrorKind::Transient =>
             {
                 tracing::warn!(hostname = %order.hostname, error = %e, "order outcome unknown; looking the server up");
-                let machines = provider.list_machines().await.map_err(|e| {
-                    StepError::provider(
-                        format!("{} (looking it up after a lost answer)", context()),
-                        e,
-                    )
-                })?;
-                let found: Vec<&Machine> = machines
-                    .iter()
-                    .filter(|m| m.hostname == order.hostname)
-                    .collect();
-                if !found.is_empty() {
-                    return Ok((single(&order.hostname, &found)?.clone(), true));
+                let pause = settle.timings.scale(LOST_ORDER_WINDOW) / (LOST_ORDER_LISTINGS - 1);
+                for listing in 0..LOST_ORDER_LISTINGS {
+                    if listing > 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let machines = provider.list_machines().await.map_err(|e| {
+                        StepError::provider(
+                            format!("{} (looking it up after a lost answer)", context()),
+                            e,
+                        )
+                    })?;
+                    if let Some(found) =
+                        answers_to(&settle.checkpoint, &machines, &order.hostname).first()
+                    {
+                        return Ok(((*found).clone(), true));
+                    }
                 }
+                tracing::warn!(hostname = %order.hostname, "no server answers the lost order after the settling window; ordering again");
                 last = Some(e);
             }
             Err(e) if e.is_out_of_stock() => {
@@ -353,34 +608,13 @@ async fn order_one<P: Provider>(
     ))
 }
 
+/// Adopts a server that answers one of this install's orders (never one that merely has the
+/// hostname: see [`answers_to`]).
 fn adopt<P: Provider>(
     ctx: &mut StepContext<'_, P>,
     hostname: &str,
     machine: &Machine,
 ) -> StepResult {
-    let expected = ctx
-        .checkpoint()
-        .servers
-        .iter()
-        .find(|s| s.hostname == hostname)
-        .map(|s| (s.plan.clone(), s.site.clone()));
-    if let Some((plan, site)) = expected {
-        if machine.plan.as_deref().is_some_and(|p| p != plan) {
-            ctx.warn(format!(
-                "adopting {hostname} ({}) although its plan is {} and the install asks for {plan}",
-                machine.id,
-                machine.plan.as_deref().unwrap_or("?")
-            ));
-        }
-        if let (Some(have), Some(want)) = (machine.site.as_deref(), site.as_deref())
-            && !have.eq_ignore_ascii_case(want)
-        {
-            ctx.warn(format!(
-                "adopting {hostname} ({}) in {have} although the install chose {want}",
-                machine.id
-            ));
-        }
-    }
     record_machine(ctx, hostname, machine, true)?;
     ctx.reporter.report(Event::ServerAdopted {
         hostname: hostname.to_owned(),
@@ -396,8 +630,12 @@ fn record_machine<P: Provider>(
     machine: &Machine,
     adopted: bool,
 ) -> StepResult {
+    let tagged = ownership::carries_install_tag(ctx.checkpoint(), machine);
     ctx.update(|cp| {
         if let Some(s) = cp.server_mut(hostname) {
+            if s.id.as_deref() != Some(machine.id.as_str()) {
+                s.tagged = tagged;
+            }
             s.id = Some(machine.id.clone());
             s.order = OrderState::Ordered {
                 at: now_rfc3339(),
@@ -452,7 +690,17 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
     for hostname in unfinished {
         finish_replacement(ctx, &hostname).await?;
     }
-    let mut replacements: HashMap<String, usize> = HashMap::new();
+    // A checkpoint of an earlier release (or a run cut off before tagging) has untagged
+    // servers: tag them now, so that every server of the install carries its tags.
+    if ctx.checkpoint().servers.iter().any(|s| !s.tagged) {
+        let tags = ensure_tags(ctx).await?;
+        let machines = ctx
+            .provider
+            .list_machines()
+            .await
+            .map_err(|e| StepError::provider("listing servers to tag the install's own", e))?;
+        tag_recorded(ctx, &tags, &machines).await?;
+    }
     let mut clock = StatusClock::default();
     // Servers (by id) whose Talos answered while the provider still said `deploying`.
     let mut talos_up: HashSet<String> = HashSet::new();
@@ -464,6 +712,7 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
             StepError::provider("listing servers while waiting for them to deploy", e)
         })?;
         let listed_at = Instant::now();
+        detect_duplicates(ctx, &machines).await?;
         let by_id: HashMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
 
         let records = ctx.checkpoint().servers.clone();
@@ -505,20 +754,22 @@ pub(crate) async fn waiting_servers_ready<P: Provider>(ctx: &mut StepContext<'_,
             };
             if failed_for_good {
                 failing.remove(&id);
-                let done = replacements.entry(record.hostname.clone()).or_default();
-                if *done >= MAX_REPLACEMENTS {
+                // The cap is over the install's life: every replacement is in the checkpoint.
+                let done = record.replaced.len();
+                if done >= MAX_REPLACEMENTS {
                     return Err(StepError::ServerFailedRepeatedly {
                         hostname: record.hostname.clone(),
                         id,
                         status: machine.raw_status.clone(),
-                        replaced: *done,
+                        replaced: done,
                     }
                     .into());
                 }
-                *done += 1;
                 ctx.warn(format!(
-                    "server {} ({id}) reports {}; deleting it and ordering a replacement ({} of at most {MAX_REPLACEMENTS})",
-                    record.hostname, machine.raw_status, *done
+                    "server {} ({id}) reports {}; deleting it and ordering a replacement ({} of at most {MAX_REPLACEMENTS} over this install's life)",
+                    record.hostname,
+                    machine.raw_status,
+                    done + 1
                 ));
                 ctx.node_status(
                     &record.hostname,
@@ -796,6 +1047,16 @@ pub(crate) async fn booting_talos<P: Provider>(ctx: &mut StepContext<'_, P>) -> 
                 );
             }
             (_, false) => {
+                // Only the install's own servers get here (see `crate::ownership`), and a
+                // reinstall erases the disk: it needs the approval an order needs.
+                let site = record.site.clone().unwrap_or_default();
+                let reinstall = MachineOrder {
+                    hostname: record.hostname.clone(),
+                    plan: record.plan.clone(),
+                    site: site.clone(),
+                    ipxe_url: ipxe_url.clone(),
+                };
+                approve(ctx, std::slice::from_ref(&reinstall), &site).await?;
                 ctx.warn(format!(
                     "{} ({id}) runs {}; reinstalling it to boot Talos over iPXE",
                     record.hostname,
@@ -843,6 +1104,19 @@ async fn finish_replacement<P: Provider>(
         return Ok(());
     };
     if let Some(old) = record.replaced.iter().find(|r| !r.gone).cloned() {
+        // Deleting and ordering again needs the approval an order needs.
+        let site = record
+            .site
+            .clone()
+            .or_else(|| ctx.checkpoint().resolved.site.clone())
+            .unwrap_or_default();
+        let replacement = MachineOrder {
+            hostname: hostname.to_owned(),
+            plan: record.plan.clone(),
+            site: site.clone(),
+            ipxe_url: resolved_ipxe_url(ctx)?,
+        };
+        approve(ctx, std::slice::from_ref(&replacement), &site).await?;
         ctx.node_status(hostname, "deleting the failed server", Some(old.id.clone()));
         ctx.provider.delete_machine(&old.id).await.map_err(|e| {
             StepError::provider(
@@ -886,6 +1160,8 @@ async fn finish_replacement<P: Provider>(
                 }
                 if s.id.as_deref() == Some(old.id.as_str()) || s.id.is_none() {
                     s.id = None;
+                    s.tagged = false;
+                    s.intended_at = Some(at.clone());
                     s.order = OrderState::Intended { at };
                     s.status = None;
                     s.primary_ipv4 = None;
@@ -911,6 +1187,7 @@ async fn finish_replacement<P: Provider>(
         let at = now_rfc3339();
         ctx.update(|cp| {
             if let Some(s) = cp.server_mut(hostname) {
+                s.intended_at = Some(at.clone());
                 s.order = OrderState::Intended { at };
             }
         })?;
@@ -929,23 +1206,30 @@ async fn finish_replacement<P: Provider>(
         site,
         ipxe_url,
     };
-    // An earlier run may have ordered the replacement and been cut off before recording it.
+    // An earlier run may have ordered the replacement and been cut off before recording it:
+    // adopt only what answers this install's order; a namesake that is not ours stops it.
     let existing = ctx
         .provider
         .list_machines()
         .await
         .map_err(|e| StepError::provider("listing servers before ordering a replacement", e))?;
-    let found: Vec<&Machine> = existing
-        .iter()
-        .filter(|m| m.hostname == hostname && !record.replaced.iter().any(|r| r.id == m.id))
-        .collect();
-    if !found.is_empty() {
-        let machine = single(hostname, &found)?.clone();
-        adopt(ctx, hostname, &machine)?;
-        return Ok(());
+    let tags = ensure_tags(ctx).await?;
+    let cp = ctx.checkpoint().clone();
+    if let Some(machine) = answers_to(&cp, &existing, hostname).first() {
+        adopt(ctx, hostname, machine)?;
+        return tag_recorded(ctx, &tags, &existing).await;
     }
-    let (machine, adopted) = order_one(ctx.provider.as_ref(), &order).await?;
+    refuse_namesakes(ctx, &existing, &[hostname.to_owned()])?;
+    let settle = Settle {
+        checkpoint: Arc::new(cp),
+        timings: ctx.timings.clone(),
+        tags: tags.clone(),
+    };
+    let (machine, adopted) = order_one(ctx.provider.as_ref(), &order, &settle).await?;
     record_machine(ctx, hostname, &machine, adopted)?;
+    if tag_new(ctx.provider.as_ref(), &machine, &tags).await {
+        mark_tagged(ctx, hostname, &machine.id)?;
+    }
     if adopted {
         ctx.reporter.report(Event::ServerAdopted {
             hostname: hostname.to_owned(),

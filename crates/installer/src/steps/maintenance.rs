@@ -3,8 +3,11 @@
 //! Nodes are probed concurrently (at most `max_parallel_nodes` probes in flight), each on its
 //! own backoff ([`NodeBackoff`]: `poll_min` growing to a few seconds, or exactly `fixed_poll`;
 //! the sequential baseline waits for one node after another);
-//! the certificate fingerprint of each node is recorded for the log, since maintenance mode
-//! cannot be verified against a CA.
+//! the SPKI fingerprint of each node's maintenance-mode key is recorded in the checkpoint and
+//! pinned (trust on first use, as SSH does with host keys): maintenance mode cannot be verified
+//! against a CA, so the machine config, which holds every CA key of the cluster, is later sent
+//! only to the key seen here (steps 7 and 11). A step re-run by a resume that finds another key
+//! than the recorded one stops with [`key_changed`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,6 +144,20 @@ impl Outcome {
         let (failures, timed_out) = (&mut self.failures, &mut self.timed_out);
         match result {
             NodeResult::Maintenance { spki } => {
+                let pinned = ctx
+                    .checkpoint()
+                    .servers
+                    .iter()
+                    .find(|s| s.hostname == hostname)
+                    .and_then(|s| s.maintenance_spki.clone());
+                if let Some(pinned) = pinned.filter(|p| *p != spki) {
+                    failures.push(StepError::Node {
+                        message: key_changed(&hostname, &pinned, &spki),
+                        hostname,
+                        address: addr.to_string(),
+                    });
+                    return Ok(());
+                }
                 tracing::info!(%hostname, %addr, spki_sha256 = %spki, "node is in Talos maintenance mode");
                 ctx.node_status(&hostname, "maintenance", Some(format!("{addr} spki-sha256 {spki}")));
                 ctx.update(|cp| {
@@ -160,4 +177,19 @@ impl Outcome {
         }
         Ok(())
     }
+}
+
+/// What to tell the user when a node in maintenance mode presents another key than the one
+/// recorded when it was first seen: nothing was sent, why it may happen, and what to do.
+pub(crate) fn key_changed(hostname: &str, pinned: &str, presented: &str) -> String {
+    format!(
+        "its Talos maintenance-mode key changed: when first seen it presented SPKI SHA-256 \
+         {pinned}, now it presents {presented}. cto did not send it its machine config (which \
+         holds the cluster's CA keys). Talos makes a new maintenance key at every boot, so a \
+         reboot explains this; so does another machine answering at the node's address. \
+         Compare {presented} with the fingerprint on the node's console (the provider's remote \
+         console): if they match, trust the new key with `cto install --resume \
+         --trust-maintenance-key {hostname}={presented}`; if not, do not resume: run `cto \
+         destroy` and find out who answers at that address"
+    )
 }

@@ -357,6 +357,15 @@ pub(crate) fn bootstrap_namespaces() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The namespaces of Vault and its Secrets Operator, made in step 14 to hold Vault's TLS
+/// Secrets; the levels are those of the Applications' `managedNamespaceMetadata`.
+pub(crate) fn vault_tls_namespaces() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (crate::vault::VAULT_NAMESPACE, "baseline"),
+        (crate::vault_tls::VSO_NAMESPACE, "baseline"),
+    ]
+}
+
 /// A Namespace with pod-security labels.
 pub(crate) fn namespace(name: &str, enforce: &str) -> Value {
     json!({
@@ -811,6 +820,20 @@ pub(crate) async fn deploying_bootstrap_resources<P: Provider>(
             .map_err(|e| kube_error("bootstrap namespaces", e))?;
         ctx.progress(format!("namespace {name} (pod security: {level})"));
     }
+    // Vault serves TLS (issue 13): its certificate exists before Argo CD syncs it.
+    for (name, level) in vault_tls_namespaces() {
+        api.apply(&namespace(name, level))
+            .await
+            .map_err(|e| kube_error("Vault's namespaces", e))?;
+    }
+    let created = crate::vault_tls::ensure(&api)
+        .await
+        .map_err(|message| kube_error("Vault's TLS certificate", message))?;
+    ctx.progress(if created {
+        "Vault's TLS certificate created (Secret vault/vault-tls)"
+    } else {
+        "Vault's TLS certificate already there (Secret vault/vault-tls)"
+    });
     if let Some(token) = token {
         // The error of a failed apply never contains the object, so the token stays out of
         // messages and logs.

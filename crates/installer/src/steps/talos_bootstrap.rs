@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metal::provider::Provider;
-use metal::talos::client::{ApplyMode, BootstrapOutcome, BootstrapRetry, TalosClient};
+use metal::talos::client::{
+    ApplyMode, BootstrapOutcome, BootstrapRetry, TalosClient, TalosClientError,
+};
 use metal::talos::config::{BootstrapConfig, ConfigPatch, MachineType, PatchTarget};
 use metal::talos::secrets::SecretsBundle;
 use metal::talos::talosconfig::{Talosconfig, admin_talosconfig};
@@ -33,6 +35,7 @@ use crate::orchestrator::Timings;
 use crate::spec::{PatchScope, Role};
 use crate::step::Step;
 use crate::steps::infrastructure::TALOS_API_PORT;
+use crate::steps::maintenance::key_changed;
 use crate::steps::{StepContext, StepResult};
 
 /// `<state-dir>/secrets.yaml`.
@@ -333,6 +336,9 @@ struct NodeApply {
     config: Vec<u8>,
     /// An earlier run recorded the intent (it may have sent the config already).
     intended: bool,
+    /// The maintenance-mode key fingerprint recorded at step 5 (trust on first use): the
+    /// config, which holds every CA key, is sent only to a server presenting that key.
+    pin: Option<String>,
 }
 
 /// What applying and confirming configs needs besides the node.
@@ -385,6 +391,7 @@ fn pending_applies<P: Provider>(
                 config: node_config(&builder, &bundle, &record)?.into_bytes(),
                 addr: address(&record)?,
                 intended: matches!(record.config, ConfigState::Intended { .. }),
+                pin: record.maintenance_spki.clone(),
                 hostname: record.hostname,
             })
         })
@@ -475,7 +482,7 @@ pub(crate) async fn applying_configs<P: Provider>(
         let limit = Arc::clone(&limit);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let result = apply_one(node.addr, node.config, node.intended, &env).await;
+            let result = apply_one(&node, node.intended, &env).await;
             (node.hostname, node.addr, result)
         });
     }
@@ -534,7 +541,7 @@ async fn applying_sequentially<P: Provider>(
             "applying config",
             Some(node.addr.to_string()),
         );
-        let outcome = apply_one(node.addr, node.config.clone(), node.intended, env)
+        let outcome = apply_one(&node, node.intended, env)
             .await
             .map_err(node_err)?;
         ctx.node_status(
@@ -567,8 +574,7 @@ async fn applying_sequentially<P: Provider>(
 
 /// True for Talos API errors worth another attempt: the node (or the network) was briefly
 /// unavailable, not a refusal of what was asked.
-fn is_transient_talos(error: &metal::talos::client::TalosClientError) -> bool {
-    use metal::talos::client::TalosClientError;
+fn is_transient_talos(error: &TalosClientError) -> bool {
     // gRPC codes DEADLINE_EXCEEDED (4), RESOURCE_EXHAUSTED (8), ABORTED (10), UNAVAILABLE (14).
     match error.code() {
         Some(code) => matches!(code as i32, 4 | 8 | 10 | 14),
@@ -597,41 +603,58 @@ async fn runs_our_config(addr: SocketAddr, env: &ApplyEnv) -> Result<String, Str
 ///   looked at again until it answers, in maintenance or normal mode;
 /// * in normal mode: with the intent recorded, or answering over mutual TLS with the cluster's
 ///   talosconfig, it has our config; otherwise someone else configured it, which stops the step.
+///
+/// The config goes only to the maintenance-mode key recorded at step 5 (`node.pin`): the probe
+/// must show it, and the connection that sends the config is pinned to it
+/// ([`TalosClient::maintenance_pinned`]), so a node that presents another key stops here with
+/// [`key_changed`] and nothing sent. (A node without a recorded key, from a checkpoint written
+/// before keys were pinned, is pinned to the key its probe shows now.)
 async fn apply_one(
-    addr: SocketAddr,
-    config: Vec<u8>,
+    node: &NodeApply,
     mut intended: bool,
     env: &ApplyEnv,
 ) -> Result<ApplyResult, String> {
+    let (addr, config) = (node.addr, &node.config);
     let started = Instant::now();
     let timeout = env.maintenance_timeout;
     let mut interval = talos_poll_first(env.time_scale);
     loop {
         let outcome = probe(addr, env.probe_timeout).await;
         match outcome {
-            ProbeOutcome::Maintenance { .. } => {
+            ProbeOutcome::Maintenance { spki_sha256 } => {
+                let pin = node.pin.as_deref().unwrap_or(&spki_sha256);
+                if spki_sha256 != pin {
+                    return Err(key_changed(&node.hostname, pin, &spki_sha256));
+                }
                 // Transient failures (UNAVAILABLE, a dropped connection) are retried; a
-                // refusal of the config is not.
-                let attempt = match TalosClient::maintenance(addr, env.probe_timeout).await {
-                    Ok(mut client) => {
-                        // From here on the node may have taken the config even if the answer
-                        // is lost.
-                        intended = true;
-                        client
-                            .apply_configuration(&config, ApplyMode::Reboot)
-                            .await
-                            .map_err(|e| {
-                                (
-                                    is_transient_talos(&e),
-                                    format!("the node rejected its machine config: {e}"),
-                                )
-                            })
-                    }
-                    Err(e) => Err((
-                        is_transient_talos(&e),
-                        format!("connecting in maintenance mode: {e}"),
-                    )),
-                };
+                // refusal of the config, or another key, is not.
+                let attempt =
+                    match TalosClient::maintenance_pinned(addr, env.probe_timeout, pin).await {
+                        Ok(mut client) => {
+                            // From here on the node may have taken the config even if the answer
+                            // is lost.
+                            intended = true;
+                            client
+                                .apply_configuration(config, ApplyMode::Reboot)
+                                .await
+                                .map_err(|e| match e {
+                                    TalosClientError::KeyChanged {
+                                        pinned, presented, ..
+                                    } => (false, key_changed(&node.hostname, &pinned, &presented)),
+                                    e => (
+                                        is_transient_talos(&e),
+                                        format!("the node rejected its machine config: {e}"),
+                                    ),
+                                })
+                        }
+                        Err(TalosClientError::KeyChanged {
+                            pinned, presented, ..
+                        }) => Err((false, key_changed(&node.hostname, &pinned, &presented))),
+                        Err(e) => Err((
+                            is_transient_talos(&e),
+                            format!("connecting in maintenance mode: {e}"),
+                        )),
+                    };
                 match attempt {
                     Ok(_) => return Ok(ApplyResult::Applied),
                     Err((true, message)) if started.elapsed() < timeout => {
@@ -893,7 +916,7 @@ impl WorkerPrefetch {
             let limit = Arc::clone(&limit);
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = apply_one(node.addr, node.config, false, &env).await;
+                let result = apply_one(&node, false, &env).await;
                 (node.hostname, node.addr, result)
             });
         }

@@ -105,6 +105,23 @@ impl Attributes {
         }
     }
 
+    /// True when the body has the attribute `name` (even `null`).
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// The attributes outside `allowed`, sorted.
+    pub fn unknown(&self, allowed: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Records a validation error about `name`.
     pub fn reject(&mut self, name: &str, detail: impl Into<String>) {
         self.errors

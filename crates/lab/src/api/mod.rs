@@ -9,6 +9,7 @@ mod pagination;
 mod resources;
 mod servers;
 mod ssh_keys;
+mod tags;
 
 pub(crate) use servers::check_hostname;
 
@@ -54,7 +55,13 @@ pub(crate) fn router(lab: Arc<Lab>) -> Router {
         .route("/projects", get(catalogue::list_projects))
         .route("/projects/{id}", get(catalogue::get_project))
         .route("/servers", get(servers::list).post(servers::create))
-        .route("/servers/{id}", get(servers::get).delete(servers::delete))
+        .route(
+            "/servers/{id}",
+            get(servers::get)
+                .delete(servers::delete)
+                .patch(servers::update),
+        )
+        .route("/tags", get(tags::list).post(tags::create))
         .route("/servers/{id}/reinstall", post(servers::reinstall))
         .route("/ssh_keys", get(ssh_keys::list).post(ssh_keys::create))
         .route(

@@ -180,7 +180,10 @@ pub(crate) fn server(world: &World, d: &Durations, server: &Server, now_ms: i64)
         "id": server.id,
         "type": "servers",
         "attributes": {
-            "tags": server.tags,
+            // `ServerDataTags` of `latitudesh-go-sdk` `models/components/serverdata.go`.
+            "tags": server.tags.iter().filter_map(|id| world.tag(id)).map(|t| json!({
+                "id": t.id, "name": t.name, "description": t.description, "color": t.color,
+            })).collect::<Vec<_>>(),
             "hostname": server.hostname,
             "label": server.label,
             "price": price,
@@ -199,6 +202,22 @@ pub(crate) fn server(world: &World, d: &Durations, server: &Server, now_ms: i64)
             "plan": plan.map(|p| json!({"id": p.id, "name": p.name, "slug": p.slug, "billing": server.billing})),
             "operating_system": operating_system,
             "specs": specs,
+        }
+    })
+}
+
+/// A tag, as `GET /tags` and `POST /tags` answer (recorded in `terraform-provider-latitudesh`
+/// `latitudesh/fixtures/TestAccTag_Basic.yaml`).
+pub(crate) fn tag(tag: &crate::world::Tag) -> Value {
+    json!({
+        "id": tag.id,
+        "type": "tags",
+        "attributes": {
+            "name": tag.name,
+            "slug": tag.slug,
+            "description": tag.description,
+            "color": tag.color,
+            "team": team(),
         }
     })
 }

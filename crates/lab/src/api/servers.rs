@@ -65,6 +65,9 @@ pub(crate) async fn list(
     let statuses = list("filter[status]");
     let plans = list("filter[plan]");
     let sites = list("filter[region]");
+    // `filter[tags]`: tag ids separated by commas; a server must carry all of them
+    // (`latitudesh-go-sdk` `models/operations/getservers.go`).
+    let tags = list("filter[tags]");
     let servers: Vec<Value> = world
         .servers
         .iter()
@@ -87,12 +90,18 @@ pub(crate) async fn list(
             })
         })
         .filter(|s| {
+            tags.as_ref()
+                .is_none_or(|v| v.iter().all(|t| s.tags.contains(t)))
+        })
+        .filter(|s| !lab.faults.hidden_from_listing(&s.id))
+        .filter(|s| {
             statuses
                 .as_ref()
                 .is_none_or(|v| v.iter().any(|x| x == s.status(now, &lab.durations)))
         })
         .map(|s| quirk(&lab, s, resources::server(&world, &lab.durations, s, now)))
         .collect();
+    lab.faults.listing_served();
     let (items, meta) = page.apply(servers);
     Ok(data(StatusCode::OK, Value::Array(items), meta))
 }
@@ -147,7 +156,6 @@ struct Order {
     ipxe: Option<String>,
     billing: String,
     ssh_keys: Vec<String>,
-    tags: Vec<String>,
 }
 
 /// Validates an order against the catalogue, live stock and the project's SSH keys.
@@ -160,7 +168,15 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
     let ipxe = a.string("ipxe", false);
     let billing = a.string("billing", false);
     let ssh_keys = a.strings("ssh_keys");
-    let tags = a.strings("tags");
+    // An order cannot carry tags: `POST /servers` has no `tags` attribute
+    // (`latitudesh-go-sdk` `models/operations/createserver.go`); they are attached afterwards
+    // with `PATCH /servers/{id}`, as the Terraform provider does (`updateServerTags` in
+    // `latitudesh/resource_server.go`).
+    if a.has("tags") {
+        return Err(ApiError::bad_request(
+            "Unpermitted parameter: tags. Tags cannot be set when ordering a server; attach them with PATCH /servers/{id}",
+        ));
+    }
     let mut out_of_stock: Option<String> = None;
 
     let project = project.and_then(|p| match world.project(&p) {
@@ -286,7 +302,6 @@ fn validate_order(world: &World, lab: &Lab, a: &mut Attributes) -> Result<Order,
         // Terraform's default, so that a client that forgets `billing` is caught.
         billing: billing.unwrap_or_else(|| "monthly".into()),
         ssh_keys,
-        tags,
     })
 }
 
@@ -296,12 +311,18 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
     let now = now_ms();
     let rendered = lab.mutate(|world| {
         let order = validate_order(world, &lab, &mut attributes)?;
-        let ip = world.allocate_ip().ok_or_else(|| {
+        let out_of_addresses = || {
             ApiError::validation(vec![ErrorObject::invalid_attribute(
                 "site",
                 "The lab has run out of loopback addresses for servers",
             )])
-        })?;
+        };
+        // Rolling into the next block claims it first: another running lab may hold it.
+        let next = world.next_ip().ok_or_else(out_of_addresses)?;
+        if !lab.blocks.ensure(next.octets()[2]).unwrap_or(false) {
+            return Err(out_of_addresses());
+        }
+        let ip = world.allocate_ip().ok_or_else(out_of_addresses)?;
         let failed = lab.faults.order_fails(&order.hostname);
         let server = Server {
             id: new_id("sv_"),
@@ -317,8 +338,9 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
             created_at_ms: now,
             lifecycle: Lifecycle { kind: LifecycleKind::Deploy, started_at_ms: now },
             ssh_keys: order.ssh_keys,
-            tags: order.tags,
+            tags: Vec::new(),
             talos: None,
+            maintenance_rekeyed: None,
             failed,
         };
         tracing::info!(id = %server.id, hostname = %server.hostname, plan = %server.plan, site = %server.site, ip = %server.ip, "server ordered");
@@ -326,7 +348,83 @@ pub(crate) async fn create(State(lab): State<Arc<Lab>>, body: Bytes) -> Result<R
         world.servers.push(server);
         Ok::<_, ApiError>(rendered)
     })?;
+    let id = rendered["id"].as_str().unwrap_or_default();
+    let hostname = rendered["attributes"]["hostname"]
+        .as_str()
+        .unwrap_or_default();
+    if lab.faults.order_answer_lost(hostname, id) {
+        return Ok(crate::faults::broken_response());
+    }
     Ok(data(StatusCode::CREATED, rendered, json!({})))
+}
+
+/// `PATCH /servers/{id}` → 200 with the server. Attributes `hostname`, `billing`, `tags` (the
+/// complete list of tag ids the server is to carry) and `project`
+/// (`latitudesh-go-sdk` `models/operations/updateserver.go`); any other attribute is refused
+/// with 400 like the spec's "Unpermitted parameter" example (`.speakeasy/gen.lock`,
+/// `update-server`). Unknown tag ids and values of the wrong type are 422.
+pub(crate) async fn update(
+    State(lab): State<Arc<Lab>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut a = Attributes::parse(&body, "servers")?;
+    let unknown = a.unknown(&["hostname", "billing", "tags", "project"]);
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Unpermitted parameter: {}",
+            unknown.join(", ")
+        )));
+    }
+    let hostname = a.string("hostname", false);
+    let billing = a.string("billing", false);
+    let project = a.string("project", false);
+    let tags = a.has("tags").then(|| a.strings("tags"));
+    let now = now_ms();
+    let rendered = lab.mutate(|world| {
+        if world.server(&id).is_none() {
+            return Err(ApiError::not_found());
+        }
+        if let Some(Err(reason)) = hostname.as_deref().map(check_hostname) {
+            a.reject("hostname", reason);
+        }
+        if let Some(b) = billing.as_deref().filter(|b| !BILLING.contains(b)) {
+            a.reject(
+                "billing",
+                format!("billing must be one of hourly, monthly, yearly; got {b:?}"),
+            );
+        }
+        if let Some(p) = project.as_deref().filter(|p| world.project(p).is_none()) {
+            a.reject("project", format!("Project {p:?} not found"));
+        }
+        if let Some(tags) = &tags {
+            let missing: Vec<&String> = tags.iter().filter(|t| world.tag(t).is_none()).collect();
+            if !missing.is_empty() {
+                a.reject(
+                    "tags",
+                    format!("The following tags were not found: {missing:?}"),
+                );
+            }
+        }
+        a.finish()?;
+        let Some(server) = world.server_mut(&id) else {
+            return Err(ApiError::not_found());
+        };
+        if let Some(hostname) = hostname {
+            server.hostname = hostname;
+        }
+        if let Some(billing) = billing {
+            server.billing = billing;
+        }
+        if let Some(mut tags) = tags {
+            tags.dedup();
+            server.tags = tags;
+        }
+        tracing::info!(id = %server.id, tags = ?server.tags, "server updated");
+        let server = server.clone();
+        Ok::<_, ApiError>(resources::server(world, &lab.durations, &server, now))
+    })?;
+    Ok(data(StatusCode::OK, rendered, json!({})))
 }
 
 /// `DELETE /servers/{id}` → 204; unknown or already deleted → 404.

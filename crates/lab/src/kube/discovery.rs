@@ -32,6 +32,7 @@ pub(crate) enum Printer {
     Secrets,
     ServiceAccounts,
     Services,
+    Pods,
     /// A custom resource: Name, then the CRD's `additionalPrinterColumns` (or Age when it
     /// declares none).
     Custom(&'static [CustomColumn]),
@@ -184,13 +185,14 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         status_subresource: true,
         ..BASE
     },
-    // Empty: the lab runs no pods (`kubectl describe node` lists a node's pods and events).
+    // Written by the simulated controllers only (`controllers::pods`): the pods of workloads.
     ResourceType {
         resource: "pods",
         singular: "pod",
         kind: "Pod",
         list_kind: "PodList",
         verbs: READ,
+        printer: Printer::Pods,
         short_names: &["po"],
         categories: &["all"],
         field_labels: &[
@@ -203,6 +205,25 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        ..BASE
+    },
+    // Written by the simulated endpoints controller only (`controllers::endpoints`).
+    ResourceType {
+        resource: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        list_kind: "EndpointsList",
+        verbs: READ,
+        short_names: &["ep"],
+        ..BASE
+    },
+    ResourceType {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        list_kind: "EndpointSliceList",
+        verbs: READ,
         ..BASE
     },
     ResourceType {
@@ -283,6 +304,20 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         short_names: &["deploy"],
         categories: &["all"],
         printer: Printer::Deployments,
+        status_subresource: true,
+        generation: true,
+        ..BASE
+    },
+    // Written by the simulated Deployment controller only (`controllers::pods`).
+    ResourceType {
+        group: "apps",
+        resource: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        list_kind: "ReplicaSetList",
+        verbs: READ,
+        short_names: &["rs"],
+        categories: &["all"],
         status_subresource: true,
         generation: true,
         ..BASE
@@ -388,6 +423,26 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         namespaced: false,
         short_names: &["sc"],
         printer: Printer::StorageClasses,
+        ..BASE
+    },
+    ResourceType {
+        group: "storage.k8s.io",
+        resource: "csidrivers",
+        singular: "csidriver",
+        kind: "CSIDriver",
+        list_kind: "CSIDriverList",
+        namespaced: false,
+        ..BASE
+    },
+    ResourceType {
+        group: "apiregistration.k8s.io",
+        resource: "apiservices",
+        singular: "apiservice",
+        kind: "APIService",
+        list_kind: "APIServiceList",
+        namespaced: false,
+        categories: &["api-extensions"],
+        status_subresource: true,
         ..BASE
     },
     ResourceType {

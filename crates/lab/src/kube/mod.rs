@@ -22,8 +22,9 @@
 //! * **Discovery**: `/api`, `/api/v1`, `/apis`, `/apis/<group>[/<version>]`, and aggregated
 //!   discovery (`apidiscovery.k8s.io/v2`) when the `Accept` header asks for it.
 //! * **Resources**: core/v1 `nodes`, `namespaces`, `configmaps`, `secrets`,
-//!   `serviceaccounts`, `services`, `events`, `pods` (read-only, empty); `leases`; apps/v1
-//!   `deployments`, `daemonsets`, `statefulsets`; batch/v1 `jobs`; RBAC's four; `storageclasses`;
+//!   `serviceaccounts`, `services`, `events`, `pods` (read-only, the simulated controllers'),
+//!   `pods/log`; `leases`; apps/v1 `deployments`, `daemonsets`, `statefulsets`, `replicasets`
+//!   (read-only); batch/v1 `jobs`; RBAC's four; `storageclasses`;
 //!   `customresourcedefinitions` and the custom resources they define. Get, list (label and
 //!   field selectors, `limit`/`continue` paging, `resourceVersion` semantics), watch (from a
 //!   resource version, synthetic initial events, bookmarks, `sendInitialEvents`,
@@ -47,8 +48,11 @@
 //! `selectors` (label and field selectors), `status` (error `Status` objects), `certs` (issuing
 //! from the cluster CA), `kubeconfig` ([`admin_kubeconfig`](crate::kube::admin_kubeconfig)).
 //!
+//! * **Schemas** (`schema`): served objects of built-in kinds obey k8s-openapi's schemas, which
+//!   also make the OpenAPI documents (`openapi`, v3 and v2 as JSON).
+//!
 //! Not there yet (see `docs/lab.md`): deletecollection, garbage collection by owner
-//! references, protobuf and YAML responses, OpenAPI documents, schema validation of custom
+//! references, protobuf and YAML responses, OpenAPI v2 as protobuf, schema validation of custom
 //! resources.
 
 mod certs;
@@ -58,6 +62,8 @@ mod fields;
 mod kubeconfig;
 mod objects;
 mod openapi;
+/// The real schemas of the built-in kinds and the check that served objects obey them.
+pub mod schema;
 mod selectors;
 mod server;
 mod status;

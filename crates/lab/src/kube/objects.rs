@@ -25,6 +25,123 @@ pub(crate) const NETWORK_NOT_READY: &str = "container runtime network not ready:
 pub(crate) const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-node-lease", "kube-public", "kube-system"];
 
+/// The RBAC objects every API server creates at start-up (kubernetes/kubernetes
+/// `plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`, `ClusterRoles` and
+/// `ClusterRoleBindings`): the user-facing roles and the bindings that the lab's authorizer
+/// enforces (`server::authorize_*`). `admin`, `edit` and `view` are aggregated from the
+/// `system:aggregate-to-*` roles, which the lab does not list: their rules stay empty here.
+pub(crate) fn default_rbac() -> Vec<(&'static str, Value)> {
+    let meta = |name: &str| {
+        json!({
+            "name": name,
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        })
+    };
+    let role = |name: &str, rules: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": meta(name), "rules": rules})
+    };
+    let aggregated = |name: &str, to: &str| {
+        let mut r = role(name, json!([]));
+        r["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {
+            format!("rbac.authorization.k8s.io/aggregate-to-{to}"): "true"}}]});
+        r["metadata"]["labels"][format!(
+            "rbac.authorization.k8s.io/aggregate-to-{}",
+            match to {
+                "view" => "edit",
+                "edit" => "admin",
+                _ => "none",
+            }
+        )] = json!("true");
+        if to == "admin" {
+            r["metadata"]["labels"]
+                .as_object_mut()
+                .map(|l| l.remove("rbac.authorization.k8s.io/aggregate-to-none"));
+        }
+        r
+    };
+    let binding = |name: &str, subjects: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": meta(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": subjects})
+    };
+    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
+    vec![
+        (
+            "clusterroles",
+            role(
+                "cluster-admin",
+                json!([
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]},
+                ]),
+            ),
+        ),
+        ("clusterroles", aggregated("admin", "admin")),
+        ("clusterroles", aggregated("edit", "edit")),
+        ("clusterroles", aggregated("view", "view")),
+        (
+            "clusterroles",
+            role(
+                "system:discovery",
+                json!([{"nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
+            "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:basic-user",
+                json!([
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                    {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:public-info-viewer",
+                json!([{"nonResourceURLs": [
+            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding("cluster-admin", json!([group("system:masters")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding("system:discovery", json!([group("system:authenticated")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding("system:basic-user", json!([group("system:authenticated")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:public-info-viewer",
+                json!([
+                    group("system:authenticated"),
+                    group("system:unauthenticated")
+                ]),
+            ),
+        ),
+    ]
+}
+
+/// Five characters as the API server's `generateName` adds them (`bcdfghjklmnpqrstvwxz2456789`).
+pub(crate) fn random_suffix() -> String {
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()] as char)
+        .collect()
+}
+
 /// Now, as Kubernetes writes timestamps (`2025-01-02T03:04:05Z`).
 pub(crate) fn now_rfc3339() -> String {
     rfc3339(OffsetDateTime::now_utc())
@@ -215,6 +332,9 @@ pub(crate) fn node(info: &NodeInfo, existing: Option<&Value>) -> Value {
                 "osImage": info.os_image,
                 "containerRuntimeVersion": CONTAINER_RUNTIME,
                 "kubeletVersion": info.kubelet_version,
+                // Required by the schema and always sent; empty since kube-proxy stopped
+                // reporting it (Talos with Cilium runs none at all).
+                "kubeProxyVersion": "",
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
@@ -374,6 +494,45 @@ fn columns(printer: Printer) -> Vec<Value> {
         Printer::Default => vec![
             column("Name", "string", "name", NAME_DOC, 0),
             column("Created At", "date", "", CREATED_DOC, 0),
+        ],
+        Printer::Pods => vec![
+            column("Name", "string", "name", NAME_DOC, 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            column(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            column(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                0,
+            ),
+            column("Age", "string", "", CREATED_DOC, 0),
+            column(
+                "IP",
+                "string",
+                "",
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                1,
+            ),
+            column(
+                "Node",
+                "string",
+                "",
+                "NodeName is a request to schedule this pod onto a specific node.",
+                1,
+            ),
         ],
         Printer::Deployments => vec![
             column("Name", "string", "name", NAME_DOC, 0),
@@ -884,6 +1043,41 @@ fn cells(printer: Printer, object: &Value) -> Vec<Value> {
             name,
             json!(str_at(object, "/metadata/creationTimestamp").unwrap_or_default()),
         ],
+        Printer::Pods => {
+            let statuses = object
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = object
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            let restarts: i64 = statuses
+                .iter()
+                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                .sum();
+            // kubectl's printer: a waiting or terminated container's reason, else the phase.
+            let phase = str_at(object, "/status/phase").unwrap_or_default();
+            let reason = statuses
+                .iter()
+                .find_map(|c| {
+                    c.pointer("/state/waiting/reason")
+                        .or_else(|| c.pointer("/state/terminated/reason"))
+                        .and_then(Value::as_str)
+                })
+                .unwrap_or(phase);
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(reason),
+                json!(restarts),
+                json!(age(object)),
+                json!(str_at(object, "/status/podIP").unwrap_or("<none>")),
+                json!(str_at(object, "/spec/nodeName").unwrap_or("<none>")),
+            ]
+        }
         Printer::Deployments => {
             let (names, images) = containers(object);
             vec![

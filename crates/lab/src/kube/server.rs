@@ -278,6 +278,13 @@ pub(crate) async fn start(
             );
         }
     }
+    for (resource, object) in objects::default_rbac() {
+        let gvr = Gvr::new("rbac.authorization.k8s.io", "v1", resource);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if shared.store.get(&gvr, "", name).is_none() {
+            shared.store.upsert(&gvr, "", object);
+        }
+    }
     let url = format!("https://{}", SocketAddr::new(ip, local.port()));
     tracing::info!(cluster = %config.cluster_name, %url, "lab Kubernetes API listening");
     let task = tokio::spawn(serve(
@@ -729,6 +736,53 @@ async fn route(
         user_agent,
     };
 
+    // A pod's log: what its simulated container is (`controllers::pods::log`).
+    if let ["api", "v1", "namespaces", ns, "pods", name, "log"] = segments.as_slice()
+        && method == Method::GET
+    {
+        if let Err(error) =
+            authorize_resource(identity, "get", "", "pods/log", Some(ns), Some(name))
+        {
+            return error_response(error);
+        }
+        let Some(pods) = shared.registry.find("", "v1", "pods") else {
+            return error_response(ApiError::no_such_resource());
+        };
+        let Some(pod) = shared.store.get(&pods.gvr(), ns, name) else {
+            return error_response(ApiError::not_found(pods, name));
+        };
+        let names: Vec<&str> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        // As the real server answers (pkg/registry/core/pod/strategy.go, LogLocation).
+        let container = match query.get("container") {
+            Some(c) if names.contains(&c) => c.to_string(),
+            Some(c) => {
+                return error_response(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            None if names.len() == 1 => names[0].to_string(),
+            None => {
+                return error_response(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    names.join(" ")
+                )));
+            }
+        };
+        if pod.pointer("/status/phase").and_then(Value::as_str) == Some("Pending") {
+            return error_response(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+            )));
+        }
+        return text_response(
+            StatusCode::OK,
+            &super::controllers::pods::log(&pod, &container),
+        );
+    }
+
     // The proxy subresources of services and pods (the simulated Vault answers behind them).
     if let [
         "api",
@@ -878,8 +932,26 @@ async fn route(
                 None => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
             }
         }
-        // The lab serves no OpenAPI v2 document and no schemas (kubectl get/describe/version do not need them;
-        // kubectl apply and explain do).
+        // Swagger 2.0 as JSON only: a client that accepts nothing but protobuf (client-go)
+        // gets 406 (see `openapi`).
+        ["openapi", "v2"] if verb == "get" => {
+            let json_ok = accept.as_deref().is_none_or(|a| {
+                a.split(',').any(|part| {
+                    let media = part.split(';').next().unwrap_or("").trim();
+                    matches!(media, "application/json" | "application/*" | "*/*" | "")
+                })
+            });
+            if json_ok {
+                json_response(
+                    StatusCode::OK,
+                    JSON,
+                    &super::openapi::v2(&shared.registry.all()),
+                    pretty,
+                )
+            } else {
+                error_response(ApiError::not_acceptable())
+            }
+        }
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }

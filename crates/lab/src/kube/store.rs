@@ -385,22 +385,20 @@ impl Store {
             resource_version: inner.resource_version.to_string(),
             objects,
         };
-        let tmp = persistence.path.with_extension("json.tmp");
         let mut snapshot_bytes = 0;
         let written = serde_json::to_vec(&doc)
             .map_err(std::io::Error::other)
             .and_then(|bytes| {
                 snapshot_bytes = bytes.len() as u64;
-                std::fs::write(&tmp, bytes)
-            })
-            .and_then(|()| std::fs::rename(&tmp, &persistence.path));
+                crate::files::write_private(&persistence.path, &bytes)
+            });
         if let Err(error) = written {
             tracing::warn!(path = %persistence.path.display(), %error, "cannot persist the kube store");
             return;
         }
         let header = serde_json::json!({"incarnation": persistence.incarnation}).to_string() + "\n";
         let journal_path = persistence.journal_path();
-        let opened = std::fs::File::create(&journal_path).and_then(|mut file| {
+        let opened = crate::files::create_private(&journal_path).and_then(|mut file| {
             file.write_all(header.as_bytes())?;
             Ok(file)
         });

@@ -326,6 +326,7 @@ mod tests {
             ssh_keys: vec![],
             tags: vec![],
             talos,
+            maintenance_rekeyed: None,
             failed: false,
         }
     }

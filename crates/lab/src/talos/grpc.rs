@@ -53,6 +53,9 @@ pub(crate) const APPLY_CONFIGURATION: &str = "/machine.MachineService/ApplyConfi
 /// Full method path of `StorageService.Disks` (served in maintenance and normal mode).
 pub(crate) const DISKS: &str = "/storage.StorageService/Disks";
 
+/// Full method path of `MachineService.Version` (what cto's maintenance probe calls).
+const VERSION: &str = "/machine.MachineService/Version";
+
 /// The methods a node in normal mode serves.
 const NORMAL_METHODS: [&str; 6] = [
     APPLY_CONFIGURATION,
@@ -149,6 +152,12 @@ pub(crate) async fn handle(
             );
         }
     }
+    if matches!(node.mode, NodeMode::Maintenance)
+        && path == VERSION
+        && (node.shared.lab.config.faults.talos_rekey).contains(&node.ident.hostname)
+    {
+        rekey(&node);
+    }
     let served = match node.mode {
         NodeMode::Maintenance => path == APPLY_CONFIGURATION || path == DISKS,
         NodeMode::Normal { .. } => NORMAL_METHODS.contains(&path.as_str()) || path == DISKS,
@@ -174,6 +183,31 @@ pub(crate) async fn handle(
     match service.call(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
+    }
+}
+
+/// The `talos.rekey` fault: the first `Version` call a node in maintenance mode answers (cto's
+/// step-5 probe, which records the key) marks its key as replaced for this lifecycle; the
+/// reconciler then restarts its listener with a new key, as after a reboot in maintenance mode.
+fn rekey(node: &Node) {
+    let ident = &node.ident;
+    let changed = node.shared.lab.mutate(|world| {
+        let Some(server) = world
+            .server_mut(&ident.server_id)
+            .filter(|s| s.lifecycle.started_at_ms == ident.generation)
+        else {
+            return Ok::<_, LabError>(false);
+        };
+        let first = server.maintenance_rekeyed != Some(ident.generation);
+        server.maintenance_rekeyed = Some(ident.generation);
+        Ok(first)
+    });
+    match changed {
+        Ok(true) => {
+            tracing::info!(server = %ident.server_id, hostname = %ident.hostname, "talos.rekey: the node presents a new maintenance-mode key from now on");
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "talos.rekey: cannot save the world"),
     }
 }
 
@@ -733,6 +767,7 @@ mod tests {
             LabConfig::default(),
             dir.to_owned(),
             World::new(214, 0),
+            Default::default(),
         ));
         Api(Arc::new(Node {
             ident: NodeIdent {

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
 struct NodeKey {
     generation: i64,
     applied_at_ms: Option<i64>,
+    /// The maintenance-mode key was replaced (`talos.rekey`): a new listener with the new key.
+    rekeyed: bool,
 }
 
 /// A listener the world says should be running.
@@ -71,7 +73,8 @@ enum WantedMode {
     /// Whatever is running under the same key stays (a worker whose certificate was issued
     /// before its control plane went away keeps serving, as a real one does until it expires).
     Keep,
-    Maintenance,
+    /// Maintenance mode with the key derived from this seed.
+    Maintenance { seed: [u8; 32] },
     Normal {
         member: Member,
         since_ms: i64,
@@ -92,6 +95,21 @@ struct RunningApi {
     api: KubeApi,
     /// Nodes registered with this API instance: server id → (generation, applied_at).
     registered: HashMap<String, (i64, i64)>,
+}
+
+/// The seed of a node's maintenance-mode key: one per world, server, lifecycle (a reinstall
+/// boots with a new key) and `talos.rekey` replacement.
+fn maintenance_seed(world_seed: &str, server_id: &str, generation: i64, rekeyed: bool) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(b"talos-maintenance\0")
+        .chain_update(world_seed.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(server_id.as_bytes())
+        .chain_update(generation.to_be_bytes())
+        .chain_update([u8::from(rekeyed)])
+        .finalize()
+        .into()
 }
 
 /// Runs until `shutdown` turns true or its sender is dropped, then stops every node and API.
@@ -197,6 +215,7 @@ impl Reconciler {
                     let key = NodeKey {
                         generation,
                         applied_at_ms: Some(member.applied_at_ms),
+                        rekeyed: false,
                     };
                     let Some(os_ca_key) = os_ca_key else {
                         if self.running.get(&server.id).is_some_and(|r| r.key == key) {
@@ -226,13 +245,24 @@ impl Reconciler {
                         },
                     )
                 }
-                _ => (
-                    NodeKey {
-                        generation,
-                        applied_at_ms: None,
-                    },
-                    WantedMode::Maintenance,
-                ),
+                _ => {
+                    let rekeyed = server.maintenance_rekeyed == Some(generation);
+                    (
+                        NodeKey {
+                            generation,
+                            applied_at_ms: None,
+                            rekeyed,
+                        },
+                        WantedMode::Maintenance {
+                            seed: maintenance_seed(
+                                &world.key_seed,
+                                &server.id,
+                                generation,
+                                rekeyed,
+                            ),
+                        },
+                    )
+                }
             };
             wanted.insert(server.id.clone(), Wanted { key, ident, mode });
         }
@@ -265,9 +295,9 @@ impl Reconciler {
             let generation = want.key.generation;
             let (mode, tls) = match want.mode {
                 WantedMode::Keep => continue,
-                WantedMode::Maintenance => (
+                WantedMode::Maintenance { seed } => (
                     NodeMode::Maintenance,
-                    tls::server_config(want.ident.ip, &want.ident.hostname),
+                    tls::server_config(want.ident.ip, &want.ident.hostname, seed),
                 ),
                 WantedMode::Normal {
                     member,

@@ -1,8 +1,11 @@
 //! The TLS identities of a Talos node, both with ALPN `h2` only and the ring provider.
 //!
-//! * Maintenance mode ([`server_config`]): an ephemeral, in-memory, self-signed Ed25519 CA and an
-//!   Ed25519 leaf for the node (SAN = its IP and hostname, CN = hostname, valid 24 hours), served
-//!   without asking for a client certificate.
+//! * Maintenance mode ([`server_config`]): a self-signed Ed25519 CA and an Ed25519 leaf for the
+//!   node (SAN = its IP and hostname, CN = hostname, valid 24 hours), served without asking for
+//!   a client certificate. Real Talos makes both at boot and keeps them in memory
+//!   (`internal/app/maintenance/provider.go`), so the key changes only when the node reboots;
+//!   the lab derives them from a 32-byte seed (the world's secret, the server and its lifecycle)
+//!   so that a restarted lab serves the same key, as a node that did not reboot would.
 //! * Normal mode ([`normal_server_config`]): a leaf issued by the cluster's OS CA (the key type
 //!   follows the CA's; CN = node name; SANs = node IP, node name and `machine.certSANs`; server
 //!   auth; 24 hours), and client certificates required and verified against the OS CA and
@@ -26,9 +29,10 @@ use time::{Duration, OffsetDateTime};
 pub(crate) fn server_config(
     ip: Ipv4Addr,
     hostname: &str,
+    seed: [u8; 32],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let now = OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| format!("CA key: {e}"))?;
+    let ca_key = ed25519_from_seed(&seed, b"ca").map_err(|e| format!("CA key: {e}"))?;
     let mut ca_params =
         CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA params: {e}"))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -46,8 +50,7 @@ pub(crate) fn server_config(
         .map_err(|e| format!("CA certificate: {e}"))?;
     let issuer = Issuer::from_params(&ca_params, &ca_key);
 
-    let leaf_key =
-        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| format!("node key: {e}"))?;
+    let leaf_key = ed25519_from_seed(&seed, b"leaf").map_err(|e| format!("node key: {e}"))?;
     let mut leaf_params =
         CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("node params: {e}"))?;
     leaf_params
@@ -79,6 +82,23 @@ pub(crate) fn server_config(
         .map_err(|e| format!("TLS configuration: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// An Ed25519 key pair whose private key is `sha256(seed || label)`, through its PKCS#8 v1
+/// encoding (RFC 8410: the fixed 16-byte prefix, then the 32-byte private key).
+fn ed25519_from_seed(seed: &[u8; 32], label: &[u8]) -> Result<KeyPair, rcgen::Error> {
+    use sha2::{Digest, Sha256};
+    const PKCS8_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let private = Sha256::new()
+        .chain_update(seed)
+        .chain_update(label)
+        .finalize();
+    let mut der = PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(&private);
+    KeyPair::try_from(der.as_slice())
 }
 
 /// A rustls server configuration for a node in normal mode: apid's certificate signed by
@@ -148,8 +168,19 @@ mod tests {
 
     #[test]
     fn builds_an_h2_only_config() {
-        let config = server_config(Ipv4Addr::new(127, 0, 9, 1), "talos-cp-1").unwrap();
+        let config = server_config(Ipv4Addr::new(127, 0, 9, 1), "talos-cp-1", [7; 32]).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+    }
+
+    #[test]
+    fn maintenance_keys_follow_the_seed() {
+        let public = |seed: [u8; 32]| ed25519_from_seed(&seed, b"leaf").unwrap().public_key_pem();
+        assert_eq!(public([1; 32]), public([1; 32]));
+        assert_ne!(public([1; 32]), public([2; 32]));
+        assert_ne!(
+            ed25519_from_seed(&[1; 32], b"ca").unwrap().public_key_pem(),
+            public([1; 32])
+        );
     }
 
     #[test]

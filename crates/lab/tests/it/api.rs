@@ -19,7 +19,7 @@ fn in_stock(plan: &Value, country: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn create_reports_starting_deploy_with_an_address_then_on() {
-    let lab = harness::start(config(201)).await;
+    let lab = harness::start(config()).await;
     let reply = lab.post("/servers", order(json!({}))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(
@@ -38,7 +38,10 @@ async fn create_reports_starting_deploy_with_an_address_then_on() {
     assert!(server["id"].as_str().unwrap().starts_with("sv_"));
     let a = &server["attributes"];
     assert_eq!(a["status"], "starting_deploy");
-    assert_eq!(a["primary_ipv4"], "127.0.201.1");
+    assert_eq!(
+        a["primary_ipv4"],
+        format!("127.0.{}.1", lab.handle.ip_block())
+    );
     assert_eq!(a["hostname"], "talos-cp-1");
     assert_eq!(a["role"], "Bare Metal");
     assert_eq!(
@@ -57,18 +60,24 @@ async fn create_reports_starting_deploy_with_an_address_then_on() {
 
     let id = server["id"].as_str().unwrap();
     let on = lab.wait_status(id, "on").await;
-    assert_eq!(on["attributes"]["primary_ipv4"], "127.0.201.1");
+    assert_eq!(
+        on["attributes"]["primary_ipv4"],
+        format!("127.0.{}.1", lab.handle.ip_block())
+    );
 
     let second = lab
         .create(json!({"hostname": "talos-cp-2", "project": "lab"}))
         .await;
-    assert_eq!(second["attributes"]["primary_ipv4"], "127.0.201.2");
+    assert_eq!(
+        second["attributes"]["primary_ipv4"],
+        format!("127.0.{}.2", lab.handle.ip_block())
+    );
     lab.handle.shutdown().await;
 }
 
 #[tokio::test]
 async fn authentication_is_required_and_keys_are_checked() {
-    let mut cfg = config(207);
+    let mut cfg = config();
     cfg.api_keys = Some(vec!["good".into()]);
     let mut lab = harness::start(cfg).await;
     let client = reqwest::Client::new();
@@ -108,7 +117,7 @@ async fn authentication_is_required_and_keys_are_checked() {
 
 #[tokio::test]
 async fn writes_over_budget_get_429_with_retry_after() {
-    let mut cfg = config(203);
+    let mut cfg = config();
     cfg.writes_per_minute = 3;
     // The window is 60 modelled seconds: 6 real seconds here, plenty for four requests.
     cfg.time_scale = 0.1;
@@ -165,7 +174,7 @@ async fn assert_422(lab: &TestLab, body: Value, pointer: &str, detail: &str) {
 
 #[tokio::test]
 async fn orders_are_validated_like_the_real_api() {
-    let mut cfg = config(204);
+    let mut cfg = config();
     cfg.capacity_per_site = 1;
     cfg.out_of_stock_sites = vec!["NYC".into()];
     let lab = harness::start(cfg).await;
@@ -272,7 +281,7 @@ async fn orders_are_validated_like_the_real_api() {
 
 #[tokio::test]
 async fn deleting_twice_is_not_found() {
-    let lab = harness::start(config(205)).await;
+    let lab = harness::start(config()).await;
     let id = lab.create(json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -294,7 +303,7 @@ async fn deleting_twice_is_not_found() {
 
 #[tokio::test]
 async fn servers_are_paged_and_filtered() {
-    let lab = harness::start(config(206)).await;
+    let lab = harness::start(config()).await;
     for i in 0..5 {
         lab.create(json!({"hostname": format!("node-{i}")})).await;
     }
@@ -348,7 +357,7 @@ async fn servers_are_paged_and_filtered() {
 
 #[tokio::test]
 async fn catalogue_has_the_real_shapes() {
-    let mut cfg = config(208);
+    let mut cfg = config();
     cfg.out_of_stock_sites = vec!["DAL".into()];
     let lab = harness::start(cfg).await;
     let plans = lab.get("/plans", &[]).await;
@@ -455,7 +464,7 @@ async fn catalogue_has_the_real_shapes() {
 
 #[tokio::test]
 async fn ssh_keys_round_trip() {
-    let lab = harness::start(config(212)).await;
+    let lab = harness::start(config()).await;
     let key =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ0c2xhYmtleWZvcnRlc3Rpbmdvbmx5MTIzNDU2Nzg5 me@host";
     let created = lab
@@ -486,5 +495,90 @@ async fn ssh_keys_round_trip() {
         lab.delete(&format!("/ssh_keys/{id}")).await.status,
         StatusCode::NOT_FOUND
     );
+    lab.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn tags_are_created_then_attached_with_patch_never_at_order_time() {
+    let lab = harness::start(config()).await;
+    let tag = |name: &str| json!({"data": {"type": "tags", "attributes": {"name": name}}});
+    let created = lab.post("/tags", tag("cto-install-abc")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let tag_id = created.body["data"]["id"].as_str().unwrap().to_owned();
+    assert!(tag_id.starts_with("tag_"));
+    assert_eq!(created.body["data"]["type"], "tags");
+    assert_eq!(
+        created.body["data"]["attributes"]["slug"],
+        "cto-install-abc"
+    );
+    assert_eq!(created.body["data"]["attributes"]["color"], "#ffffff");
+    let again = lab.post("/tags", tag("cto-install-abc")).await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(again.body["errors"][0]["code"], "NAME_ALREADY_TAKEN");
+    assert_eq!(
+        again.body["errors"][0]["source"]["pointer"],
+        "/data/attributes/name"
+    );
+    let similar = lab.post("/tags", tag("Tag Name")).await;
+    assert_eq!(similar.status, StatusCode::CREATED);
+    let similar = lab.post("/tags", tag("tag   name")).await;
+    assert_eq!(similar.body["errors"][0]["code"], "NAME_TOO_SIMILAR");
+    let listed = lab.get("/tags", &[]).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+
+    // An order cannot carry tags.
+    let refused = lab
+        .post("/servers", order(json!({"tags": [tag_id.clone()]})))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let server = lab.create(json!({})).await;
+    let id = server["id"].as_str().unwrap().to_owned();
+    let untagged = lab.create(json!({"hostname": "talos-cp-2"})).await;
+
+    let patch = |attributes: Value| json!({"data": {"id": id.clone(), "type": "servers", "attributes": attributes}});
+    let path = format!("/servers/{id}");
+    let send = |body: Value| lab.send(reqwest::Method::PATCH, &path, &[], Some(body));
+    let unknown = send(patch(json!({"tags": ["tag_missing"]}))).await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unknown.body
+    );
+    assert_eq!(
+        unknown.body["errors"][0]["source"]["pointer"],
+        "/data/attributes/tags"
+    );
+    let wrong_type = send(patch(json!({"tags": tag_id.clone()}))).await;
+    assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unpermitted = send(patch(json!({"plan": "c2-large-x86"}))).await;
+    assert_eq!(unpermitted.status, StatusCode::BAD_REQUEST);
+    let ok = send(patch(json!({"tags": [tag_id.clone()]}))).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(
+        ok.body["data"]["attributes"]["tags"],
+        json!([{"id": tag_id, "name": "cto-install-abc", "description": "", "color": "#ffffff"}])
+    );
+    let missing = lab
+        .send(
+            reqwest::Method::PATCH,
+            "/servers/sv_missing",
+            &[],
+            Some(json!({"data": {"type": "servers", "attributes": {"tags": []}}})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let filtered = lab
+        .get("/servers", &[("filter[tags]", tag_id.as_str())])
+        .await;
+    let ids: Vec<&str> = filtered.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert_ne!(untagged["id"], id.as_str());
     lab.handle.shutdown().await;
 }

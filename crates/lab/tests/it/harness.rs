@@ -17,12 +17,12 @@ pub fn talos_ipxe() -> String {
     format!("https://pxe.factory.talos.dev/pxe/{VANILLA}/v1.11.5/metal-amd64")
 }
 
-/// A fast test configuration in address block `ip_block`, with rate limits high enough for
-/// tight polling loops (tests of the limits lower them again).
-pub fn config(ip_block: u8) -> LabConfig {
+/// A fast test configuration, with rate limits high enough for tight polling loops (tests of
+/// the limits lower them again). No address block: each lab claims a free one (see
+/// `LabHandle::ip_block`), so labs running in parallel never share addresses.
+pub fn config() -> LabConfig {
     LabConfig {
         time_scale: 0.001,
-        ip_block: Some(ip_block),
         reads_per_minute: 100_000,
         writes_per_minute: 1_000,
         ..LabConfig::default()

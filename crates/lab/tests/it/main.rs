@@ -1,6 +1,6 @@
 //! Integration tests of the lab: the Latitude API over real HTTP and the Talos nodes over real
-//! TLS + HTTP/2. Each test uses its own state directory and its own `ip_block` (201..=230), so
-//! tests can run in parallel.
+//! TLS + HTTP/2. Each test uses its own state directory, and each lab claims a free address block
+//! of its own, so tests can run in parallel.
 
 mod api;
 mod harness;

@@ -45,10 +45,10 @@ where
 #[tokio::test]
 async fn talos_disks_answer_in_maintenance_and_normal_mode() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let mut cfg = harness::config(226);
+    let mut cfg = harness::config();
     cfg.timeline.talos_install = 100.0;
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 226, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let addr = SocketAddr::from((ip, lab::TALOS_API_PORT));
     // s2-small-x86: 2 × 500 GB SSD + 2 × 1 TB NVMe (Latitude's recorded plan).
     lab.create(json!({"hostname": "cp-1", "plan": "s2-small-x86", "site": "DAL"}))
@@ -367,19 +367,44 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
     let api = start(&ca).await;
     api.upsert_node(node("w-1", 1, false, true));
     let client = client(&api, &ca).await;
-    const SVC: &str = "/api/v1/namespaces/vault/services/vault:8200/proxy";
+    const SVC: &str = "/api/v1/namespaces/vault/services/https:vault:8200/proxy";
     let (status, _) = proxied(&client, "GET", &format!("{SVC}/v1/sys/health"), None).await;
     assert_eq!(
         status, 404,
         "no Service before the vault Application is Healthy"
     );
 
+    // Vault on TLS, as gitops/platform/core/vault.yaml installs it (issue 13): its pods mount
+    // Secret vault-tls, which cto makes in step 14.
     healthy_app(
         &client,
         "vault",
         "vault",
-        json!({"server": {"ha": {"enabled": true, "replicas": 2}}}),
+        json!({
+            "global": {"tlsDisable": false},
+            "server": {
+                "ha": {"enabled": true, "replicas": 2},
+                "volumes": [{"name": "vault-tls", "secret": {"secretName": "vault-tls"}}],
+            },
+        }),
     )
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "vault");
+    eventually("the vault namespace", || {
+        let secrets = secrets.clone();
+        async move {
+            let secret = json!({"metadata": {"name": "vault-tls"}, "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "Y3J0", "tls.key": "a2V5", "ca.crt": "Y2E="}});
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(secret).unwrap(),
+                )
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "vault");
     eventually("the Vault pods", || {
@@ -405,6 +430,18 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
     .unwrap();
     assert_eq!(seal["initialized"], false);
     assert_eq!(seal["sealed"], true);
+    // Plain HTTP to Vault's TLS listener gets Go's answer, not Vault's.
+    let plain =
+        http::Request::get("/api/v1/namespaces/vault/services/vault:8200/proxy/v1/sys/seal-status")
+            .body(kube::client::Body::from(Vec::new()))
+            .unwrap();
+    let response = client.send(plain).await.expect("proxy answers");
+    assert_eq!(response.status().as_u16(), 400);
+    let bytes = response.into_body().collect_bytes().await.unwrap();
+    assert_eq!(
+        &bytes[..],
+        b"Client sent an HTTP request to an HTTPS server.\n"
+    );
     let (status, _) = proxied(&client, "GET", &format!("{SVC}/v1/sys/health"), None).await;
     assert_eq!(status, 501);
 
@@ -443,7 +480,7 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
 
     // Each pod is unsealed on its own, through the pods proxy.
     for pod in ["vault-0", "vault-1"] {
-        let path = format!("/api/v1/namespaces/vault/pods/{pod}:8200/proxy/v1/sys/unseal");
+        let path = format!("/api/v1/namespaces/vault/pods/https:{pod}:8200/proxy/v1/sys/unseal");
         for (i, key) in keys["keys_base64"].as_array().unwrap()[..3]
             .iter()
             .enumerate()
@@ -455,7 +492,7 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
         }
     }
     let health =
-        |pod: &str| format!("/api/v1/namespaces/vault/pods/{pod}:8200/proxy/v1/sys/health");
+        |pod: &str| format!("/api/v1/namespaces/vault/pods/https:{pod}:8200/proxy/v1/sys/health");
     assert_eq!(
         proxied(&client, "GET", &health("vault-0"), None).await.0,
         200
@@ -498,10 +535,10 @@ async fn vault_initialises_and_unseals_through_the_service_proxy() {
 #[tokio::test]
 async fn an_install_disk_the_machine_lacks_fails_the_install_as_talos_does() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let mut cfg = harness::config(227);
+    let mut cfg = harness::config();
     cfg.timeline.talos_install = 100.0;
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 227, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let addr = SocketAddr::from((ip, lab::TALOS_API_PORT));
     // c3-small-x86: one 800 GB NVMe drive, no /dev/sda.
     lab.create(json!({"hostname": "cp-1", "plan": "c3-small-x86", "site": "DAL"}))

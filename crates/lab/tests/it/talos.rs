@@ -144,8 +144,8 @@ async fn grpc_call(
 
 #[tokio::test]
 async fn ipxe_servers_boot_into_maintenance_mode_until_deleted() {
-    let lab = harness::start(config(209)).await;
-    let ip = Ipv4Addr::new(127, 0, 209, 1);
+    let lab = harness::start(config()).await;
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let id = lab.create(json!({"hostname": "talos-cp-1"})).await["id"]
         .as_str()
         .unwrap()
@@ -168,7 +168,9 @@ async fn ipxe_servers_boot_into_maintenance_mode_until_deleted() {
         "talos-cp-1"
     );
     let san = leaf.subject_alternative_name().unwrap().unwrap();
-    assert!(san.value.general_names.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::IPAddress(b) if *b == [127, 0, 209, 1])));
+    assert!(san.value.general_names.iter().any(
+        |n| matches!(n, x509_parser::extensions::GeneralName::IPAddress(b) if *b == ip.octets())
+    ));
     assert_eq!(
         leaf.public_key().algorithm.algorithm.to_id_string(),
         "1.3.101.112",
@@ -217,10 +219,10 @@ async fn ipxe_servers_boot_into_maintenance_mode_until_deleted() {
 
 #[tokio::test]
 async fn reinstall_takes_the_node_down_and_brings_it_back() {
-    let mut cfg = config(213);
+    let mut cfg = config();
     cfg.timeline.disk_erasing = 1000.0;
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 213, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let id = lab.create(json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -241,9 +243,9 @@ async fn reinstall_takes_the_node_down_and_brings_it_back() {
 
 #[tokio::test]
 async fn a_bad_ipxe_script_never_boots() {
-    let lab = harness::start(config(211)).await;
-    let ip = Ipv4Addr::new(127, 0, 211, 1);
-    let good = Ipv4Addr::new(127, 0, 211, 2);
+    let lab = harness::start(config()).await;
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
+    let good = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 2);
     let bad = lab
         .create(json!({"hostname": "bad", "ipxe": "https://example.com/boot.ipxe"}))
         .await;
@@ -263,8 +265,8 @@ async fn a_bad_ipxe_script_never_boots() {
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A fast lab whose install takes 1.5 s (long enough to see port 50000 go away).
-fn talos_config(ip_block: u8) -> LabConfig {
-    let mut cfg = config(ip_block);
+fn talos_config() -> LabConfig {
+    let mut cfg = config();
     cfg.timeline.talos_install = 1500.0;
     cfg.timeline.bootstrap_ready = 200.0;
     cfg.timeline.kubelet_start = 100.0;
@@ -353,9 +355,9 @@ fn node_names(nodes: &[Node]) -> Vec<String> {
 #[tokio::test]
 async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let lab = harness::start(talos_config(214)).await;
-    let cp = Ipv4Addr::new(127, 0, 214, 1);
-    let worker = Ipv4Addr::new(127, 0, 214, 2);
+    let lab = harness::start(talos_config()).await;
+    let cp = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
+    let worker = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 2);
     lab.create(json!({"hostname": "cp-1"})).await;
     lab.create(json!({"hostname": "worker-1"})).await;
     wait_listening(cp, true).await;
@@ -409,7 +411,7 @@ async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart(
     let members = cp_api.etcd_member_list().await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].hostname, "cp-1");
-    assert_eq!(members[0].peer_urls, ["https://127.0.214.1:2380"]);
+    assert_eq!(members[0].peer_urls, [format!("https://{cp}:2380")]);
     let services = cp_api.service_list().await.unwrap();
     let etcd = services
         .iter()
@@ -442,7 +444,7 @@ async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart(
     // registered their (NotReady) Nodes.
     let kubeconfig = cp_api.kubeconfig().await.unwrap();
     assert!(
-        kubeconfig.contains("server: https://127.0.214.1:6443"),
+        kubeconfig.contains(&format!("server: https://{cp}:6443")),
         "{kubeconfig}"
     );
     let nodes = wait_nodes(&kubeconfig, 2).await;
@@ -488,7 +490,7 @@ async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart(
     // A restarted lab brings everything back from world.json.
     lab.handle.shutdown().await;
     assert!(!listening(cp).await);
-    let restarted = harness::start_in(talos_config(214), lab.dir.path()).await;
+    let restarted = harness::start_in(talos_config(), lab.dir.path()).await;
     let mut cp_api = wait_normal(cp, &admin).await;
     assert_eq!(cp_api.etcd_member_list().await.unwrap().len(), 1);
     assert_eq!(
@@ -506,8 +508,8 @@ async fn a_cluster_from_maintenance_mode_to_kubernetes_and_back_after_a_restart(
 #[tokio::test]
 async fn maintenance_mode_rejects_bad_configs_with_invalid_argument() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let lab = harness::start(talos_config(215)).await;
-    let ip = Ipv4Addr::new(127, 0, 215, 1);
+    let lab = harness::start(talos_config()).await;
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     lab.create(json!({"hostname": "cp-1"})).await;
     wait_listening(ip, true).await;
     let good = render(&bundle, ip, MachineType::ControlPlane);
@@ -534,7 +536,7 @@ async fn maintenance_mode_rejects_bad_configs_with_invalid_argument() {
             "issuing CA key is required for controlplane nodes (.machine.ca.key)",
         ),
         (
-            worker.replacen("https://127.0.215.1:6443", "", 1),
+            worker.replacen(&format!("https://{ip}:6443"), "", 1),
             "cluster controlplane endpoint is required",
         ),
     ];
@@ -564,10 +566,10 @@ async fn maintenance_mode_rejects_bad_configs_with_invalid_argument() {
 #[tokio::test]
 async fn a_reinstall_resets_the_node_to_maintenance_mode() {
     let bundle = SecretsBundle::generate().expect("secrets");
-    let mut cfg = talos_config(216);
+    let mut cfg = talos_config();
     cfg.timeline.talos_install = 100.0;
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 216, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let id = lab.create(json!({"hostname": "cp-1"})).await["id"]
         .as_str()
         .unwrap()

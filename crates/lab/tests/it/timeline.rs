@@ -56,10 +56,10 @@ async fn conditions(lab: &TestLab) -> HashMap<String, i64> {
 
 #[tokio::test]
 async fn talos_answers_while_latitude_still_says_deploying() {
-    let mut cfg = config(217);
+    let mut cfg = config();
     cfg.timeline.status_lag = 1500.0; // 1.5 s of real time (± 20 %): long enough to observe.
     let lab = harness::start(cfg).await;
-    let ip = Ipv4Addr::new(127, 0, 217, 1);
+    let ip = Ipv4Addr::new(127, 0, lab.handle.ip_block(), 1);
     let id = lab.create(json!({"hostname": "lag-1"})).await["id"]
         .as_str()
         .unwrap()
@@ -76,7 +76,10 @@ async fn talos_answers_while_latitude_still_says_deploying() {
     wait_talos(ip).await;
     let server = lab.get(&format!("/servers/{id}"), &[]).await.body["data"].clone();
     assert_eq!(server["attributes"]["status"], "deploying", "{server}");
-    assert_eq!(server["attributes"]["primary_ipv4"], "127.0.217.1");
+    assert_eq!(
+        server["attributes"]["primary_ipv4"],
+        format!("127.0.{}.1", lab.handle.ip_block())
+    );
     // A server without Talos turns `on` as soon as its deploy ends: no lag.
     lab.wait_status(&plain, "on").await;
     lab.wait_status(&id, "on").await;
@@ -95,7 +98,7 @@ async fn talos_answers_while_latitude_still_says_deploying() {
 
 #[tokio::test]
 async fn the_seed_makes_the_world_and_jitter_tells_hosts_apart() {
-    let mut cfg = config(218);
+    let mut cfg = config();
     cfg.seed = 7;
     let mut lab = harness::start(cfg.clone()).await;
     let mut ids = Vec::new();
@@ -138,7 +141,7 @@ async fn the_seed_makes_the_world_and_jitter_tells_hosts_apart() {
 
 #[tokio::test]
 async fn stats_count_requests_since_a_moment() {
-    let lab = harness::start(config(219)).await;
+    let lab = harness::start(config()).await;
     lab.get("/servers", &[]).await;
     lab.get("/plans", &[]).await;
     // Without a key: received (latitude_reads) but not an authenticated read.
@@ -199,7 +202,7 @@ async fn stats_count_requests_since_a_moment() {
 
 #[tokio::test]
 async fn the_rate_limit_window_is_sixty_modelled_seconds() {
-    let mut cfg = config(220);
+    let mut cfg = config();
     // 1 modelled second = 10 ms: the window is 600 ms.
     cfg.time_scale = 0.01;
     cfg.writes_per_minute = 2;

@@ -27,10 +27,12 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, LatitudeError, is_idempotent, is_transient_status};
 use super::model::{
-    CreateServer, CreateServerAttributes, CreateSshKeyAttributes, ErrorEnvelope, ItemDocument,
-    ListDocument, OperatingSystem, OperatingSystemAttributes, Plan, PlanAttributes, Project,
-    ProjectAttributes, Region, RegionAttributes, Reinstall, ReinstallAttributes, RequestBody,
-    Resource, Server, ServerAttributes, ServerFilter, SshKey, SshKeyAttributes,
+    CreateServer, CreateServerAttributes, CreateSshKeyAttributes, CreateTagAttributes,
+    ErrorEnvelope, ItemDocument, ListDocument, OperatingSystem, OperatingSystemAttributes, Plan,
+    PlanAttributes, Project, ProjectAttributes, Region, RegionAttributes, Reinstall,
+    ReinstallAttributes, RequestBody, Resource, Server, ServerAttributes, ServerFilter, SshKey,
+    SshKeyAttributes, Tag, TagAttributes, UpdateServerTagsAttributes, UpdateServerTagsBody,
+    UpdateServerTagsData,
 };
 use super::ratelimit::{DEFAULT_WINDOW, RateLimiter, RateStats, RequestClass};
 use crate::provider::Deleted;
@@ -214,6 +216,13 @@ impl Call {
         })
     }
 
+    fn patch<B: Serialize>(path: impl Into<String>, body: &B) -> Result<Self, LatitudeError> {
+        Ok(Self {
+            method: Method::PATCH,
+            ..Self::post(path, body)?
+        })
+    }
+
     fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_owned(), value.into()));
         self
@@ -392,7 +401,57 @@ impl LatitudeClient {
         if let Some(plan) = &filter.plan {
             call = call.query("filter[plan]", plan.as_str());
         }
+        if !filter.tags.is_empty() {
+            call = call.query("filter[tags]", filter.tags.join(","));
+        }
         self.list_paged::<ServerAttributes>(call).await
+    }
+
+    /// `GET /tags`: every tag of the team (not paginated: the operation takes no parameters in
+    /// `latitudesh-go-sdk` `models/operations/gettags.go`, and the recorded answer in
+    /// `terraform-provider-latitudesh` `latitudesh/fixtures/TestAccTag_Basic.yaml` is one page).
+    pub async fn list_tags(&self) -> Result<Vec<Tag>, LatitudeError> {
+        let doc: ListDocument<TagAttributes> = self.fetch(&Call::get("/tags")).await?;
+        Ok(doc.data)
+    }
+
+    /// `POST /tags` (type `tags`, `models/operations/createtag.go`) → 201 with the tag. A name
+    /// in use answers 422 `NAME_ALREADY_TAKEN`, a name whose slug collides 422
+    /// `NAME_TOO_SIMILAR` (the spec's examples in `.speakeasy/gen.lock`, `create-tag`).
+    pub async fn create_tag(&self, name: &str, description: &str) -> Result<Tag, LatitudeError> {
+        let body = RequestBody::new(
+            "tags",
+            CreateTagAttributes {
+                name,
+                description,
+                color: "#ffffff",
+            },
+        );
+        let call = Call::post("/tags", &body)?;
+        let doc: ItemDocument<TagAttributes> = self.fetch(&call).await?;
+        Ok(doc.data)
+    }
+
+    /// `PATCH /servers/{id}` with `attributes.tags`: sets the server's tags to exactly
+    /// `tag_ids` (`models/operations/updateserver.go`; the Terraform provider's
+    /// `updateServerTags` in `latitudesh/resource_server.go` attaches tags this way right
+    /// after `POST /servers`, since an order cannot carry tags). Setting the same list twice
+    /// is harmless, so a lost answer may be retried.
+    pub async fn set_server_tags(
+        &self,
+        id: &str,
+        tag_ids: &[String],
+    ) -> Result<Server, LatitudeError> {
+        let body = UpdateServerTagsBody {
+            data: UpdateServerTagsData {
+                id,
+                kind: "servers",
+                attributes: UpdateServerTagsAttributes { tags: tag_ids },
+            },
+        };
+        let call = Call::patch(format!("/servers/{}", segment(id)), &body)?;
+        let doc: ItemDocument<ServerAttributes> = self.fetch(&call).await?;
+        Ok(doc.data)
     }
 
     /// `GET /servers/{id}`; `None` on 404 (deleted or never existed).

@@ -128,6 +128,15 @@ pub enum LatitudeError {
 }
 
 impl LatitudeError {
+    /// The JSON:API `code` of the first error (`NAME_ALREADY_TAKEN`), when the API answered
+    /// with one.
+    pub fn api_code(&self) -> Option<&str> {
+        match self {
+            LatitudeError::Api(e) => e.code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the API answered.
     pub fn status(&self) -> Option<u16> {
         match self {

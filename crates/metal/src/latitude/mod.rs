@@ -18,7 +18,7 @@ pub use client::{API_VERSION, ClientConfig, DEFAULT_BASE_URL, LatitudeClient, is
 pub use error::{ApiError, LatitudeError};
 pub use model::{
     CreateServer, OperatingSystem, Plan, Project, Region, Reinstall, Server, ServerFilter,
-    ServerStatus, SshKey,
+    ServerStatus, ServerTag, SshKey, Tag, TagAttributes,
 };
 pub use provider::LatitudeProvider;
 pub use ratelimit::{RateLimiter, RateStats, RequestClass};

@@ -417,6 +417,101 @@ pub struct SshKeyAttributes {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Tags
+// ---------------------------------------------------------------------------------------------
+
+/// A tag resource (`GET /tags`; ids are `tag_...`). Tags belong to the team, not to a project:
+/// `GET /tags` "List all Tags in the team" (`latitudesh/latitudesh-go-sdk`
+/// `docs/sdks/tags/README.md`, `models/components/customtagdata.go`).
+pub type Tag = Resource<TagAttributes>;
+
+/// Attributes of a tag (`models/components/customtagdata.go`: name, slug, description, color,
+/// team).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TagAttributes {
+    /// Name (`cto-install-…`).
+    pub name: Option<String>,
+    /// Slug derived from the name by the API.
+    pub slug: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Color (`#ffffff`).
+    pub color: Option<String>,
+    /// Owning team (shape not relied upon).
+    pub team: Option<serde_json::Value>,
+}
+
+/// One entry of a server's `tags` as `GET /servers` returns it
+/// (`models/components/serverdata.go` `ServerDataTags`: id, name, description, color).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTag {
+    /// Tag id (`tag_...`).
+    pub id: String,
+    /// Tag name.
+    pub name: String,
+}
+
+impl ServerAttributes {
+    /// The server's tags, read leniently: objects with an `id` (the SDK's shape), or bare id
+    /// strings; anything else is skipped.
+    pub fn tag_refs(&self) -> Vec<ServerTag> {
+        self.tags
+            .iter()
+            .filter_map(|t| match t {
+                serde_json::Value::String(id) => Some(ServerTag {
+                    id: id.clone(),
+                    name: String::new(),
+                }),
+                serde_json::Value::Object(o) => Some(ServerTag {
+                    id: o.get("id")?.as_str()?.to_owned(),
+                    name: o
+                        .get("name")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Wire attributes of `POST /tags` (`models/operations/createtag.go`: `name` required,
+/// `description`, `color` defaulting to `#ffffff`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CreateTagAttributes<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub description: &'a str,
+    pub color: &'static str,
+}
+
+/// The body of `PATCH /servers/{id}` that sets the server's tags
+/// (`models/operations/updateserver.go`: `data.id`, `data.type = "servers"`,
+/// `attributes.tags` = "List of Tag IDs"). The list replaces the server's tags, so callers send
+/// the tags the server already has plus the new ones.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UpdateServerTagsBody<'a> {
+    pub data: UpdateServerTagsData<'a>,
+}
+
+/// `data` of [`UpdateServerTagsBody`].
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UpdateServerTagsData<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub attributes: UpdateServerTagsAttributes<'a>,
+}
+
+/// Attributes of [`UpdateServerTagsData`].
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UpdateServerTagsAttributes<'a> {
+    pub tags: &'a [String],
+}
+
+// ---------------------------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------------------------
 
@@ -783,9 +878,20 @@ pub struct ServerFilter {
     pub status: Option<ServerStatus>,
     /// Plan slug.
     pub plan: Option<String>,
+    /// Tag ids, all of which a server must carry (`filter[tags]`, comma-separated, AND:
+    /// `models/operations/getservers.go`).
+    pub tags: Vec<String>,
 }
 
 impl ServerFilter {
+    /// Servers of the client's project carrying this tag.
+    pub fn tag(tag_id: impl Into<String>) -> Self {
+        Self {
+            tags: vec![tag_id.into()],
+            ..Self::default()
+        }
+    }
+
     /// Servers of the client's project with this hostname.
     pub fn hostname(hostname: impl Into<String>) -> Self {
         Self {

@@ -8,8 +8,12 @@ use super::client::LatitudeClient;
 use super::model::{CreateServer, Plan, Reinstall, Server, ServerFilter, ServerStatus};
 use crate::provider::{
     Deleted, Machine, MachineOrder, MachineState, PlanOffer, ProjectInfo, Provider, ProviderError,
-    ProviderErrorKind, ProviderResult, SiteOffer, StockLevel,
+    ProviderErrorKind, ProviderResult, SiteOffer, StockLevel, Tag,
 };
+
+/// How often `PATCH /servers/{id}` (tags) is sent again after a lost or transient answer: the
+/// client never retries a PATCH itself, and setting the same tag list twice is harmless.
+const TAG_ATTEMPTS: usize = 4;
 
 /// Latitude.sh behind the [`Provider`] trait. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -171,6 +175,95 @@ impl Provider for LatitudeProvider {
             .await
             .map_err(ProviderError::from)
     }
+
+    async fn find_tag(&self, name: &str) -> ProviderResult<Option<Tag>> {
+        let tags = self.client.list_tags().await?;
+        Ok(tags.into_iter().find_map(|t| {
+            (t.attributes.name.as_deref() == Some(name)).then(|| Tag {
+                id: t.id,
+                name: name.to_owned(),
+            })
+        }))
+    }
+
+    async fn ensure_tag(&self, name: &str, description: &str) -> ProviderResult<Tag> {
+        if let Some(tag) = self.find_tag(name).await? {
+            return Ok(tag);
+        }
+        match self.client.create_tag(name, description).await {
+            Ok(tag) => Ok(Tag {
+                id: tag.id,
+                name: tag.attributes.name.unwrap_or_else(|| name.to_owned()),
+            }),
+            // Created by a lost answer or a concurrent run: look it up. `NAME_TOO_SIMILAR`
+            // means another name has the same slug: that is not our tag, say so.
+            Err(e)
+                if e.is_ambiguous()
+                    || e.api_code() == Some("NAME_ALREADY_TAKEN")
+                    || e.status().is_some_and(|s| s >= 500) =>
+            {
+                match self.find_tag(name).await? {
+                    Some(tag) => Ok(tag),
+                    None => Err(ProviderError::from(e)),
+                }
+            }
+            Err(e) => Err(ProviderError::from(e)),
+        }
+    }
+
+    async fn tag_machine(&self, machine: &Machine, tag_ids: &[String]) -> ProviderResult<()> {
+        let id = machine.id.as_str();
+        // PATCH replaces the list: send what the server has plus ours. The first attempt trusts
+        // the machine as listed (no extra read per server); a retry reads it again.
+        let mut current: Vec<String> = machine.tags.iter().map(|t| t.id.clone()).collect();
+        let mut last = None;
+        for attempt in 0..TAG_ATTEMPTS {
+            if attempt > 0 {
+                let Some(server) = self.client.get_server(id).await? else {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::NotFound,
+                        format!("Latitude server {id} not found while attaching tags"),
+                    ));
+                };
+                current = server
+                    .attributes
+                    .tag_refs()
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+            }
+            if tag_ids.iter().all(|t| current.contains(t)) {
+                return Ok(());
+            }
+            let mut all = current.clone();
+            for t in tag_ids {
+                if !all.contains(t) {
+                    all.push(t.clone());
+                }
+            }
+            match self.client.set_server_tags(id, &all).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_ambiguous() || e.status().is_some_and(|s| s >= 500) => {
+                    last = Some(e);
+                }
+                Err(e) => return Err(ProviderError::from(e)),
+            }
+        }
+        Err(last.map_or_else(
+            || ProviderError::new(ProviderErrorKind::Transient, "no answer"),
+            ProviderError::from,
+        ))
+    }
+
+    async fn list_machines_tagged(&self, tag_id: &str) -> ProviderResult<Vec<Machine>> {
+        let servers = self.client.list_servers(&ServerFilter::tag(tag_id)).await?;
+        Ok(servers
+            .iter()
+            .map(machine_from_server)
+            // Keep only servers that really carry it, whatever the filter did.
+            .filter(|m| m.has_tag(tag_id))
+            .collect())
+    }
 }
 
 /// Flattens a plan into one [`SiteOffer`] per site: every site in `locations.available` (and,
@@ -272,6 +365,15 @@ pub fn machine_from_server(server: &Server) -> Machine {
         plan: a.plan_slug().map(str::to_owned),
         operating_system: a.operating_system.as_ref().and_then(|os| os.slug.clone()),
         hourly_usd: if hourly { a.price } else { None },
+        tags: a
+            .tag_refs()
+            .into_iter()
+            .map(|t| Tag {
+                id: t.id,
+                name: t.name,
+            })
+            .collect(),
+        created_at: a.created_at.clone(),
     }
 }
 

@@ -33,7 +33,7 @@ use tokio_rustls::client::TlsStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use super::maintenance::{AnyServerCert, spki_fingerprint};
+use super::maintenance::{AnyServerCert, PinnedServerCert, spki_fingerprint};
 use super::pki;
 use super::proto::common;
 use super::proto::machine::{self, machine_service_client::MachineServiceClient};
@@ -89,6 +89,19 @@ pub enum TalosClientError {
         message: String,
         /// `metadata.status.code`, when present.
         code: Option<Code>,
+    },
+    /// The node in maintenance mode presented another key than the one pinned when it was
+    /// first seen ([`TalosClient::maintenance_pinned`]): nothing was sent to it.
+    #[error(
+        "the Talos maintenance API at {addr} presented a different key (SPKI SHA-256 {presented}) from the one recorded when the node was first seen in maintenance mode ({pinned}); nothing was sent to it"
+    )]
+    KeyChanged {
+        /// The node's API address.
+        addr: SocketAddr,
+        /// The fingerprint pinned (first seen).
+        pinned: String,
+        /// The fingerprint presented now.
+        presented: String,
     },
     /// The answer was not what the API promises (no messages, a kubeconfig archive that cannot
     /// be unpacked…).
@@ -307,6 +320,8 @@ pub struct TalosClient {
     machine: MachineServiceClient<Channel>,
     storage: StorageServiceClient<Channel>,
     fingerprint: Arc<Mutex<Option<String>>>,
+    /// The verifier of a [`TalosClient::maintenance_pinned`] connection.
+    pin: Option<Arc<PinnedServerCert>>,
     bootstrap_retry: BootstrapRetry,
 }
 
@@ -337,6 +352,36 @@ impl TalosClient {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec()];
         Self::open(addr, config, timeout, true).await
+    }
+
+    /// Connects to a node in maintenance mode like [`TalosClient::maintenance`], but accepts
+    /// only the server key whose SPKI SHA-256 fingerprint is `spki_sha256` (trust on first use:
+    /// the fingerprint recorded when the node was first probed). Any other key fails the
+    /// handshake before a byte of a request is sent, with [`TalosClientError::KeyChanged`]
+    /// (also from later calls, should the connection be re-established to another key).
+    /// Still no client certificate: real maintenance mode serves `tls.ServerOnly`.
+    pub async fn maintenance_pinned(
+        addr: SocketAddr,
+        timeout: Duration,
+        spki_sha256: &str,
+    ) -> Result<Self, TalosClientError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(PinnedServerCert::new(&provider, spki_sha256));
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| credentials(addr, e))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        match Self::open(addr, config, timeout, true).await {
+            Ok(mut client) => {
+                client.pin = Some(verifier);
+                Ok(client)
+            }
+            Err(_) if verifier.mismatched() => Err(key_changed(addr, &verifier)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Connects to an installed node with mutual TLS: the client certificate and key of
@@ -392,6 +437,7 @@ impl TalosClient {
             machine,
             storage,
             fingerprint,
+            pin: None,
             bootstrap_retry: BootstrapRetry::default(),
         })
     }
@@ -657,6 +703,9 @@ impl TalosClient {
     }
 
     fn rpc_error(&self, method: &'static str, status: &tonic::Status) -> TalosClientError {
+        if let Some(pin) = self.pin.as_ref().filter(|p| p.mismatched()) {
+            return key_changed(self.addr, pin);
+        }
         let mut message = status.message().to_owned();
         if let Some(source) = std::error::Error::source(status) {
             let causes = error_chain(source);
@@ -742,6 +791,14 @@ fn mutual_tls_config(
         .map_err(|e| credentials(addr, format!("client certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+fn key_changed(addr: SocketAddr, pin: &PinnedServerCert) -> TalosClientError {
+    TalosClientError::KeyChanged {
+        addr,
+        pinned: pin.pinned().to_owned(),
+        presented: pin.presented().unwrap_or_default(),
+    }
 }
 
 fn credentials(addr: SocketAddr, reason: impl fmt::Display) -> TalosClientError {

@@ -376,6 +376,96 @@ impl ServerCertVerifier for AnyServerCert {
     }
 }
 
+/// Trust on first use for maintenance mode, as SSH does with host keys: accepts exactly the
+/// server whose leaf certificate carries the public key with the SPKI SHA-256 fingerprint seen
+/// when the node was first probed (step 5), and refuses every other one. There is no CA to
+/// verify against (the maintenance certificate comes from an ephemeral CA made at boot), so the
+/// key itself is what is pinned; the handshake signatures are verified against that
+/// certificate, so the peer proves it holds the pinned private key, not just a copy of the
+/// certificate. The fingerprint the server did present is kept ([`PinnedServerCert::presented`])
+/// so that a refusal can name both.
+#[derive(Debug)]
+pub struct PinnedServerCert {
+    algorithms: WebPkiSupportedAlgorithms,
+    pinned: String,
+    presented: Mutex<Option<String>>,
+}
+
+impl PinnedServerCert {
+    /// A verifier accepting only the key whose `base64(sha256(SPKI))` is `spki_sha256` (as
+    /// [`spki_fingerprint`] computes it and [`ProbeOutcome::Maintenance`] reports it).
+    pub fn new(provider: &CryptoProvider, spki_sha256: &str) -> Self {
+        Self {
+            algorithms: provider.signature_verification_algorithms,
+            pinned: spki_sha256.to_owned(),
+            presented: Mutex::new(None),
+        }
+    }
+
+    /// The fingerprint pinned.
+    pub fn pinned(&self) -> &str {
+        &self.pinned
+    }
+
+    /// The fingerprint the server presented on the latest handshake, if it got that far.
+    pub fn presented(&self) -> Option<String> {
+        self.presented.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// True when the latest handshake presented another key than the pinned one.
+    pub fn mismatched(&self) -> bool {
+        self.presented().is_some_and(|p| p != self.pinned)
+    }
+}
+
+impl ServerCertVerifier for PinnedServerCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = spki_fingerprint(end_entity)
+            .map_err(|e| rustls::Error::General(format!("unusable server certificate: {e}")))?;
+        let matches = presented == self.pinned;
+        if let Ok(mut slot) = self.presented.lock() {
+            *slot = Some(presented.clone());
+        }
+        if matches {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server presented the key with SPKI SHA-256 {presented}, not the pinned {}",
+                self.pinned
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// Never offers a client certificate, but records that the server asked for one: maintenance
 /// mode never does, mutual-TLS apid always does.
 #[derive(Debug)]

@@ -1115,7 +1115,7 @@ mod tests {
         let other = new_ca(Some("talos"), KeyKind::Ed25519, DAY).unwrap();
         let mismatched = CertAndKey {
             crt: ca.crt.clone(),
-            key: other.key,
+            key: other.key.clone(),
         };
         assert!(matches!(
             issue(&mismatched, &server_request(), KeyKind::Ed25519),

@@ -12,7 +12,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::secret::{CertSummary, Redacted};
 use crate::talos::TalosError;
 use crate::talos::goyaml::scalar;
 use crate::talos::pki::{self, KeyKind};
@@ -24,7 +27,9 @@ pub const CA_VALIDITY: std::time::Duration = std::time::Duration::from_secs(87_6
 const SERVICE_ACCOUNT_KEY_BITS: usize = 4096;
 
 /// A certificate and its private key, both PEM text (the YAML form base64-encodes each).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows the certificate's fingerprint and the key's length only; the key is zeroized
+/// when the value is dropped (issue 13).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertAndKey {
     /// The certificate, PEM (`CERTIFICATE`).
     pub crt: String,
@@ -32,8 +37,10 @@ pub struct CertAndKey {
     pub key: String,
 }
 
-/// The secrets of one cluster. Generated once, stored 0600, never regenerated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The secrets of one cluster. Generated once, stored 0600, never regenerated. `Debug` prints no
+/// secret (only `cluster_id`, certificate fingerprints and lengths); every secret is zeroized
+/// when the bundle is dropped (issue 13).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretsBundle {
     /// `cluster.id`: 32 random bytes, URL-safe base64 with padding.
     pub cluster_id: String,
@@ -56,6 +63,59 @@ pub struct SecretsBundle {
     /// Talos OS CA (Ed25519, key PEM label `ED25519 PRIVATE KEY`).
     pub os: CertAndKey,
 }
+
+impl fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertAndKey")
+            .field("crt", &CertSummary(&self.crt))
+            .field("key", &Redacted(&self.key))
+            .finish()
+    }
+}
+
+impl Drop for CertAndKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for CertAndKey {}
+
+impl fmt::Debug for SecretsBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsBundle")
+            .field("cluster_id", &self.cluster_id)
+            .field("cluster_secret", &Redacted(&self.cluster_secret))
+            .field("bootstrap_token", &Redacted(&self.bootstrap_token))
+            .field(
+                "secretbox_encryption_secret",
+                &Redacted(&self.secretbox_encryption_secret),
+            )
+            .field("trustd_token", &Redacted(&self.trustd_token))
+            .field("etcd", &self.etcd)
+            .field("k8s", &self.k8s)
+            .field("k8s_aggregator", &self.k8s_aggregator)
+            .field(
+                "k8s_service_account_key",
+                &Redacted(&self.k8s_service_account_key),
+            )
+            .field("os", &self.os)
+            .finish()
+    }
+}
+
+impl Drop for SecretsBundle {
+    fn drop(&mut self) {
+        self.cluster_secret.zeroize();
+        self.bootstrap_token.zeroize();
+        self.secretbox_encryption_secret.zeroize();
+        self.trustd_token.zeroize();
+        self.k8s_service_account_key.zeroize();
+        // The CA pairs zeroize their own keys.
+    }
+}
+
+impl ZeroizeOnDrop for SecretsBundle {}
 
 impl SecretsBundle {
     /// Generates a new bundle as `talosctl gen secrets` does for Talos v1.10/v1.11:
@@ -396,7 +456,7 @@ fn redact_quoted(message: &str) -> String {
     out
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct BundleDoc {
     cluster: Option<ClusterDoc>,
@@ -405,14 +465,14 @@ struct BundleDoc {
     certs: Option<CertsDoc>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct ClusterDoc {
     id: Option<String>,
     secret: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct SecretsDoc {
     bootstraptoken: Option<String>,
@@ -420,13 +480,13 @@ struct SecretsDoc {
     secretboxencryptionsecret: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct TrustdDoc {
     token: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct CertsDoc {
     etcd: Option<PairDoc>,
@@ -436,14 +496,14 @@ struct CertsDoc {
     os: Option<PairDoc>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct PairDoc {
     crt: Option<String>,
     key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct KeyDoc {
     key: Option<String>,
@@ -484,6 +544,53 @@ pub(crate) mod tests {
 
     fn cert(pem: &str) -> Vec<u8> {
         pki::parse_certificate_pem(pem).unwrap().to_vec()
+    }
+
+    /// Issue 13: `Debug` of the bundle, its CA pairs and the admin talosconfig shows no key
+    /// material, no PEM and no secret scalar, only what identifies them.
+    #[test]
+    fn debug_shows_no_key_material() {
+        let b = bundle();
+        let talosconfig =
+            crate::talos::talosconfig::admin_talosconfig(b, "c", &["10.0.0.1".to_owned()], &[])
+                .unwrap();
+        let shown = format!("{b:?} {b:#?} {:?} {talosconfig:?}", b.os);
+        for marker in ["-----BEGIN", "PRIVATE KEY", "CERTIFICATE-----"] {
+            assert!(!shown.contains(marker), "{marker} in {shown}");
+        }
+        let secrets = [
+            &b.cluster_secret,
+            &b.bootstrap_token,
+            &b.secretbox_encryption_secret,
+            &b.trustd_token,
+        ];
+        for secret in secrets {
+            assert!(!shown.contains(secret.as_str()), "a secret in {shown}");
+        }
+        // No line of any PEM body (key or certificate) and no base64 of a key either.
+        let pems = [
+            &b.etcd.key,
+            &b.k8s.key,
+            &b.k8s_aggregator.key,
+            &b.os.key,
+            &b.k8s_service_account_key,
+            &b.os.crt,
+            &talosconfig.key,
+            &talosconfig.crt,
+        ];
+        for pem in pems {
+            for line in pem
+                .lines()
+                .filter(|l| !l.starts_with("-----") && l.len() > 16)
+            {
+                assert!(!shown.contains(line), "PEM text in {shown}");
+            }
+            assert!(!shown.contains(&STANDARD.encode(pem.as_bytes())[..40]));
+        }
+        // What is shown instead: the cluster id, fingerprints and lengths.
+        assert!(shown.contains(&b.cluster_id));
+        assert!(shown.contains(&pki::spki_sha256_b64(&b.os.crt).unwrap()));
+        assert!(shown.contains("redacted"));
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub const ADMIN_ROLE: &str = "os:admin";
 pub const ADMIN_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One talosconfig context with certificate authentication. `ca`, `crt` and `key` are PEM
-/// text; the YAML form base64-encodes each.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// text; the YAML form base64-encodes each. `Debug` never shows the key, which is zeroized when
+/// the value is dropped (issue 13).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Talosconfig {
     /// The context name (talosctl names it after the cluster).
     pub context: String,
@@ -45,6 +46,27 @@ pub struct Talosconfig {
     /// The client key, PEM (`ED25519 PRIVATE KEY` for an Ed25519 OS CA).
     pub key: String,
 }
+
+impl std::fmt::Debug for Talosconfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Talosconfig")
+            .field("context", &self.context)
+            .field("endpoints", &self.endpoints)
+            .field("nodes", &self.nodes)
+            .field("ca", &crate::secret::CertSummary(&self.ca))
+            .field("crt", &crate::secret::CertSummary(&self.crt))
+            .field("key", &crate::secret::Redacted(&self.key))
+            .finish()
+    }
+}
+
+impl Drop for Talosconfig {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Talosconfig {}
 
 /// Mints the admin talosconfig context `context` for `bundle`, as `talosctl gen config` does:
 /// a client certificate signed by the bundle's OS CA with `O=os:admin` and no CN, KeyUsage
@@ -78,14 +100,15 @@ pub fn admin_talosconfig(
         client_auth: true,
         validity: ADMIN_CERT_VALIDITY,
     };
-    let client = pki::issue(&bundle.os, &request, kind)?;
+    let mut client = pki::issue(&bundle.os, &request, kind)?;
+    // Moved out (CertAndKey zeroizes on drop, so its fields cannot be moved).
     Ok(Talosconfig {
         context: context.to_owned(),
         endpoints: endpoints.to_vec(),
         nodes: nodes.to_vec(),
         ca: bundle.os.crt.clone(),
-        crt: client.crt,
-        key: client.key,
+        crt: std::mem::take(&mut client.crt),
+        key: std::mem::take(&mut client.key),
     })
 }
 
@@ -470,11 +493,9 @@ mod tests {
         assert_eq!(yaml, expected);
         assert_eq!(Talosconfig::from_yaml(&yaml).unwrap(), config);
 
-        let bare = Talosconfig {
-            endpoints: vec![],
-            nodes: vec![],
-            ..config
-        };
+        let mut bare = config.clone();
+        bare.endpoints = vec![];
+        bare.nodes = vec![];
         let yaml = bare.to_yaml().unwrap();
         assert!(
             yaml.contains("        endpoints: []\n        ca: "),

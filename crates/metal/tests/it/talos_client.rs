@@ -244,8 +244,8 @@ fn talosconfig(client_ca: &CertAndKey, trusted_ca: &CertAndKey) -> Talosconfig {
         endpoints: vec!["127.0.0.1".into()],
         nodes: vec![],
         ca: trusted_ca.crt.clone(),
-        crt: client.crt,
-        key: client.key,
+        crt: client.crt.clone(),
+        key: client.key.clone(),
     }
 }
 
@@ -323,6 +323,44 @@ async fn applies_a_configuration_in_maintenance_mode() {
     let (data, mode) = fake.applied.lock().unwrap().clone().unwrap();
     assert_eq!(data, b"version: v1alpha1\n");
     assert_eq!(mode, pb::apply_configuration_request::Mode::Auto as i32);
+}
+
+/// Trust on first use: the pinned client talks to the key it was given and refuses another
+/// one before sending anything (issue 13).
+#[tokio::test]
+async fn maintenance_mode_pins_the_key_seen_first() {
+    let first = server_identity(&os_ca());
+    let pinned = pki::spki_sha256_b64(&first.crt).unwrap();
+    let fake = Arc::new(Fake::default());
+    let addr = serve(server_config(&first, None), fake.clone()).await;
+    let mut client = TalosClient::maintenance_pinned(addr, TIMEOUT, &pinned)
+        .await
+        .unwrap();
+    client
+        .apply_configuration(b"version: v1alpha1\n", ApplyMode::Reboot)
+        .await
+        .unwrap();
+    assert!(fake.applied.lock().unwrap().is_some());
+
+    // Another maintenance key (a reboot, or another machine at the node's address).
+    let other = server_identity(&os_ca());
+    let presented = pki::spki_sha256_b64(&other.crt).unwrap();
+    let fake = Arc::new(Fake::default());
+    let addr = serve(server_config(&other, None), fake.clone()).await;
+    let error = TalosClient::maintenance_pinned(addr, TIMEOUT, &pinned)
+        .await
+        .unwrap_err();
+    let TalosClientError::KeyChanged {
+        addr: at,
+        pinned: p,
+        presented: q,
+    } = &error
+    else {
+        panic!("expected KeyChanged, got {error}");
+    };
+    assert_eq!((*at, p, q), (addr, &pinned, &presented));
+    assert!(error.to_string().contains(&presented), "{error}");
+    assert!(fake.applied.lock().unwrap().is_none(), "nothing was sent");
 }
 
 #[tokio::test]

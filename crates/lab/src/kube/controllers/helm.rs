@@ -345,26 +345,33 @@ fn cilium(release: &Release, values: &Value) -> Vec<Value> {
     if truthy(value(values, "gatewayAPI.enabled")) == Some(true) {
         config["enable-gateway-api"] = json!("true");
     }
+    // The chart's agent and operator both tolerate every taint (values.yaml `tolerations:
+    // [{operator: Exists}]` and `operator.tolerations`): the CNI runs on control planes and
+    // on nodes that are not Ready yet.
+    let tolerate_all = |mut workload: Value| {
+        workload["spec"]["template"]["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        workload
+    };
     vec![
         release.service_account("cilium"),
         release.service_account("cilium-operator"),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": release.meta("cilium-config", "cilium", true), "data": config}),
-        release.workload(
+        tolerate_all(release.workload(
             "DaemonSet",
             "cilium",
             &format!("quay.io/cilium/cilium:v{version}"),
             true,
             None,
             "cilium",
-        ),
-        release.workload(
+        )),
+        tolerate_all(release.workload(
             "Deployment",
             "cilium-operator",
             &format!("quay.io/cilium/operator-generic:v{version}"),
             true,
             Some(operator_replicas),
             "cilium-operator",
-        ),
+        )),
     ]
 }
 

@@ -8,6 +8,12 @@
 //!   Ready (before a CNI, real pods stay Pending).
 //! * **The CNI**: once the `kube-system/cilium` DaemonSet has ready pods, every Node turns
 //!   Ready (condition `Ready=True`, the `node.kubernetes.io/not-ready` taint removed).
+//! * **Pods** (`pods`): a Deployment's ReplicaSet and pods, a DaemonSet's pod per matching
+//!   node, a StatefulSet's ordinal pods, a Job's pod, following the rollouts above.
+//! * **Endpoints** (`endpoints`): Services with a selector get their Endpoints and
+//!   EndpointSlice from the pods they select.
+//! * **APIServices and CSIDrivers** (`cluster`): a local APIService per served group/version,
+//!   metrics-server's once it is installed, Mayastor's CSIDriver once openebs is.
 //! * **Namespaces** being deleted lose their content, then disappear.
 //! * **Helm** (`helm`): a Job labelled `cto.dev/helm-release` installs its chart when it runs.
 //! * **Argo CD** (`argocd`): once the argo-cd chart's workloads are ready, Applications sync.
@@ -25,7 +31,10 @@
 
 mod appproject;
 mod argocd;
+mod cluster;
+mod endpoints;
 mod helm;
+pub(super) mod pods;
 mod storage;
 pub(super) mod vault;
 mod workloads;
@@ -48,6 +57,9 @@ pub(super) struct State {
     /// When something (keyed by what it waits for) started waiting.
     timers: HashMap<String, Instant>,
     argocd: argocd::State,
+    pods: pods::State,
+    endpoints: endpoints::State,
+    cluster: cluster::State,
 }
 
 impl State {
@@ -73,9 +85,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
             _ = tokio::time::sleep(tick) => {}
         }
         workloads::reconcile(&shared, &mut state);
+        pods::reconcile(&shared, &mut state.pods);
+        endpoints::reconcile(&shared, &mut state.endpoints, state.pods.epoch);
         argocd::reconcile(&shared, &mut state);
         storage::reconcile(&shared, &mut state);
         vault::reconcile(&shared, &mut state);
+        cluster::reconcile(&shared, &mut state.cluster);
     }
 }
 

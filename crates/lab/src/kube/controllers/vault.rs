@@ -6,7 +6,11 @@
 //!   `server.ha.replicas` (chart default 3) when `server.ha.enabled`, else one. The pods are
 //!   Running and Ready (the chart's readiness probe accepts sealed and uninitialised servers).
 //! * `GET|PUT|POST /api/v1/namespaces/<ns>/services/[https:]vault[:8200|:http]/proxy/<path>`
-//!   reaches `vault-0`; `…/pods/vault-N[:8200]/proxy/<path>` reaches that pod. Served paths:
+//!   reaches `vault-0`; `…/pods/[https:]vault-N[:8200]/proxy/<path>` reaches that pod. The
+//!   scheme must match the listener: with `global.tlsDisable: false` in the values, plain HTTP
+//!   gets Go's `400 Client sent an HTTP request to an HTTPS server.`; without, `https:` fails
+//!   the API server's TLS handshake (503). Pods whose `server.volumes` Secret is missing never
+//!   start (503, no endpoints). Served paths:
 //!   `GET /v1/sys/seal-status`, `PUT|POST /v1/sys/init`, `PUT|POST /v1/sys/unseal`,
 //!   `GET|HEAD /v1/sys/health` (200 active, 429 standby, 501 not initialised, 503 sealed;
 //!   `standbyok`, `activecode`, `standbycode`, `sealedcode`, `uninitcode` honoured). Other
@@ -286,7 +290,73 @@ pub(crate) fn proxy(shared: &Shared, request: &ProxyRequest<'_>) -> Response<Bod
             ),
         );
     }
+    if let Some(refusal) = transport_refusal(shared, request) {
+        return refusal;
+    }
     api(shared, request, &pod, replicas)
+}
+
+/// Whether Vault serves TLS, and the Secrets its pods mount, from the Application's values:
+/// the chart's `global.tlsDisable` (default `true`: plain HTTP) and `server.volumes`.
+fn transport(shared: &Shared) -> (bool, Vec<String>) {
+    let Some(app) = healthy_app(shared, "vault") else {
+        return (false, Vec::new());
+    };
+    let values = app
+        .pointer("/spec/source/helm/valuesObject")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let tls = values.pointer("/global/tlsDisable") == Some(&json!(false));
+    let secrets = values
+        .pointer("/server/volumes")
+        .and_then(Value::as_array)
+        .map(|volumes| {
+            volumes
+                .iter()
+                .filter_map(|v| v.pointer("/secret/secretName").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    (tls, secrets)
+}
+
+/// What a real cluster answers when the proxied request cannot reach Vault as asked: a pod
+/// whose Secret volume does not exist never starts (no endpoints); plain HTTP to Vault's TLS
+/// listener gets Go's `400 Client sent an HTTP request to an HTTPS server.`; `https:` to a
+/// plain listener fails the API server's TLS handshake (`503`).
+fn transport_refusal(shared: &Shared, request: &ProxyRequest<'_>) -> Option<Response<Body>> {
+    let (tls, secrets) = transport(shared);
+    let secret_api = builtin(shared, "", "secrets");
+    if let Some(missing) = secrets.iter().find(|name| {
+        shared
+            .store
+            .get(&secret_api.gvr(), request.namespace, name)
+            .is_none()
+    }) {
+        tracing::debug!(secret = %missing, "Vault's pods wait for a Secret volume");
+        return Some(k8s_status(
+            503,
+            "ServiceUnavailable",
+            &format!("no endpoints available for service \"{SERVICE}\""),
+        ));
+    }
+    let https = request.target.starts_with("https:");
+    if tls && !https {
+        let mut response = Response::new(Body::from(
+            "Client sent an HTTP request to an HTTPS server.\n",
+        ));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return Some(response);
+    }
+    if !tls && https {
+        return Some(k8s_status(
+            503,
+            "ServiceUnavailable",
+            "error trying to reach service: tls: first record does not look like a TLS handshake",
+        ));
+    }
+    None
 }
 
 fn load(shared: &Shared, namespace: &str) -> Value {

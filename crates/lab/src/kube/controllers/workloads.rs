@@ -49,7 +49,23 @@ pub(super) fn reconcile(shared: &Shared, state: &mut State) {
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             let desired = match kind {
-                Kind::DaemonSet => node_count,
+                // One pod per node its nodeSelector matches (`pods`).
+                Kind::DaemonSet => match object
+                    .pointer("/spec/template/spec/nodeSelector")
+                    .and_then(Value::as_object)
+                    .filter(|s| !s.is_empty())
+                {
+                    Some(selector) => shared.store.scan(&nodes_rt.gvr(), None, |nodes| {
+                        nodes
+                            .filter(|n| {
+                                selector.iter().all(|(k, v)| {
+                                    n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)
+                                })
+                            })
+                            .count() as i64
+                    }),
+                    None => node_count,
+                },
                 _ => object
                     .pointer("/spec/replicas")
                     .and_then(Value::as_i64)
@@ -134,7 +150,7 @@ fn rolled_out(object: &Value, kind: Kind, generation: i64, desired: i64) -> bool
 }
 
 /// A short stable hash of a pod template (`pod-template-hash`, controller revisions).
-fn template_hash(object: &Value) -> String {
+pub(super) fn template_hash(object: &Value) -> String {
     let text = object["spec"]["template"].to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
