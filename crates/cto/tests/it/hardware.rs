@@ -443,12 +443,9 @@ fn disk_erasing_status_with_talos_up_completes_with_three_servers() {
 /// One `failed_deployment` read during each deployment: no replacement.
 #[test]
 fn a_failed_deployment_flap_completes_with_three_servers_none_replaced() {
-    install_with_faults(
-        "latitude.flap=failed_deployment",
-        "f",
-        "failed_deployment",
-        30.0,
-    );
+    // The one `failed_deployment` read may go to any listing (tag attachment lists too), so
+    // the installer's own events need not show it; what matters is that nothing is replaced.
+    install_with_faults("latitude.flap=failed_deployment", "f", "", 30.0);
 }
 
 /// A Talos release the Image Factory does not list orders nothing.
