@@ -312,12 +312,7 @@ pub fn decide_for_offers(
         .iter()
         .filter(|o| o.ipxe != Some(false) && plan_has_data_disk(&o.drives))
         .filter_map(|o| {
-            let sites: Vec<&str> = o
-                .sites
-                .iter()
-                .filter(|s| s.in_stock)
-                .map(|s| s.site.as_str())
-                .collect();
+            let sites = o.in_stock_sites();
             (!sites.is_empty()).then(|| format!("{} (in {})", o.slug, sites.join(", ")))
         })
         .collect();

@@ -139,6 +139,15 @@ impl PlanOffer {
             .iter()
             .find(|s| s.site.eq_ignore_ascii_case(site))
     }
+
+    /// The sites that can deploy the plan now, in the provider's order.
+    pub fn in_stock_sites(&self) -> Vec<&str> {
+        self.sites
+            .iter()
+            .filter(|s| s.in_stock)
+            .map(|s| s.site.as_str())
+            .collect()
+    }
 }
 
 /// The project (account scope) that servers are ordered into.

@@ -219,12 +219,7 @@ fn in_stock_plans(offers: &[metal::provider::PlanOffer]) -> String {
         .iter()
         .filter(|o| o.ipxe != Some(false))
         .filter_map(|o| {
-            let sites: Vec<&str> = o
-                .sites
-                .iter()
-                .filter(|s| s.in_stock)
-                .map(|s| s.site.as_str())
-                .collect();
+            let sites = o.in_stock_sites();
             (!sites.is_empty()).then(|| format!("{} ({})", o.slug, sites.join(", ")))
         })
         .collect();
