@@ -119,7 +119,8 @@ pub struct Timeline {
     #[serde(default = "default_argocd_sync")]
     pub argocd_sync: f64,
     /// How long Latitude keeps reporting `deploying` after the iPXE-booted Talos already
-    /// answers (the quirk in reference/latitude-api.md).
+    /// answers (seen in a third-party run: `5dlabs/cto`
+    /// `docs/bare-metal/talos-ipxe-validation-results.md`, December 2025).
     #[serde(default = "default_status_lag")]
     pub status_lag: f64,
     /// A Mayastor DiskPool from creation until `Online`.
@@ -160,7 +161,8 @@ impl Default for Timeline {
         Timeline {
             starting_deploy: 20.0,
             deploying: 280.0,
-            // A real reinstall spent about 10 minutes erasing (reference/latitude-api.md).
+            // A real reinstall spent about 10 minutes erasing (`5dlabs/cto`
+            // `docs/bare-metal/talos-ipxe-validation-results.md`, December 2025).
             disk_erasing: 600.0,
             talos_boot: 90.0,
             talos_install: 120.0,
