@@ -5,6 +5,14 @@
 //! when the Service publishes not-ready addresses). Ports are the Service's, with the target
 //! port resolved against the pods' named container ports.
 //!
+//! Upstream (kubernetes/kubernetes v1.34): `pkg/controller/endpoint/endpoints_controller.go`
+//! (one Endpoints per Service with a selector, not-ready pods under `notReadyAddresses` unless
+//! `publishNotReadyAddresses`), `pkg/controller/endpointslice/reconciler.go` and
+//! `staging/src/k8s.io/endpointslice/utils.go` (slices named by `GenerateName` `<service>-`,
+//! labelled `kubernetes.io/service-name` and `endpointslice.kubernetes.io/managed-by:
+//! endpointslice-controller.k8s.io`); the 5 random characters are the API server's
+//! `staging/src/k8s.io/apiserver/pkg/storage/names/generate.go` (`randomLength = 5`).
+//!
 //! Incremental: it runs again only when the pods controller changed pods, the number of pods
 //! changed, or a Service changed.
 

@@ -7,6 +7,13 @@
 //! (`ContainerCreating`) until it is rolled out, then `Running` and Ready; a Job's pod ends
 //! `Succeeded` or `Failed` with its Job.
 //!
+//! Upstream (kubernetes/kubernetes v1.34): the ReplicaSet name `<deployment>-<pod-template-hash>`
+//! (`pkg/controller/deployment/sync.go`, `getNewReplicaSet`), pods by `GenerateName`
+//! `<owner>-` plus 5 random characters (`pkg/controller/controller_utils.go`,
+//! `staging/src/k8s.io/apiserver/pkg/storage/names/generate.go`), StatefulSet pods
+//! `<name>-<ordinal>` (`pkg/controller/statefulset/stateful_set_utils.go`, `getPodName`), and the
+//! owner reference with `controller: true` (`metav1.NewControllerRef`).
+//!
 //! Incremental: a workload is looked at again only when what its pods depend on changed (its
 //! generation, desired count, rollout, or the Nodes), remembered in memory by uid; a restarted
 //! lab reconciles each workload once against the pods it finds.
