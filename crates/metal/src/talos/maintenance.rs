@@ -386,7 +386,8 @@ impl ServerCertVerifier for AnyServerCert {
 /// so that a refusal can name both.
 #[derive(Debug)]
 pub struct PinnedServerCert {
-    algorithms: WebPkiSupportedAlgorithms,
+    /// The handshake-signature checks, shared with the unpinned verifier.
+    signatures: AnyServerCert,
     pinned: String,
     presented: Mutex<Option<String>>,
 }
@@ -396,7 +397,7 @@ impl PinnedServerCert {
     /// [`spki_fingerprint`] computes it and [`ProbeOutcome::Maintenance`] reports it).
     pub fn new(provider: &CryptoProvider, spki_sha256: &str) -> Self {
         Self {
-            algorithms: provider.signature_verification_algorithms,
+            signatures: AnyServerCert::new(provider),
             pinned: spki_sha256.to_owned(),
             presented: Mutex::new(None),
         }
@@ -449,7 +450,7 @@ impl ServerCertVerifier for PinnedServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -458,11 +459,11 @@ impl ServerCertVerifier for PinnedServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
